@@ -1,0 +1,86 @@
+/*
+ * The command line: a table of commands (main.c), one shared option parser
+ * (args.c) and one function per command (cmd_<name>.c). Commands parse, load
+ * the configuration, call the library, print, and return an exit status;
+ * they are the only place that prints errors.
+ */
+#ifndef PGDRILL_CMD_CMD_H
+#define PGDRILL_CMD_CMD_H
+
+#include <stdbool.h>
+
+#include "common/config.h"
+#include "common/err.h"
+
+#define PD_CMD_MAX_OPTS      24
+#define PD_CMD_MAX_OVERRIDES 64
+#define PD_CMD_MAX_POS       8
+
+/* An option of one command. */
+typedef struct pd_cmd_opt {
+    const char *name;    /* without "--" */
+    const char *metavar; /* NULL: a flag without value */
+    const char *help;
+} pd_cmd_opt;
+
+typedef struct pd_cmd_def pd_cmd_def;
+
+/* What the parser found: global options, overrides, the command's own options. */
+typedef struct pd_cmd_args {
+    const pd_cmd_def *def;
+    const char *config_path;
+    const char *cluster;
+    bool quiet;
+    bool help;
+    pd_config_override overrides[PD_CMD_MAX_OVERRIDES];
+    char override_keys[PD_CMD_MAX_OVERRIDES][64]; /* storage for overrides[].key */
+    size_t n_overrides;
+    const char *values[PD_CMD_MAX_OPTS]; /* by index in def->opts; flags: "" */
+    const char *positional[PD_CMD_MAX_POS];
+    int n_positional;
+} pd_cmd_args;
+
+struct pd_cmd_def {
+    const char *name;
+    int (*run)(const pd_cmd_args *args); /* NULL: not built yet */
+    const char *usage;   /* after "pgdrill [GLOBAL OPTIONS] " */
+    const char *summary; /* one line for the command list */
+    const char *description;
+    const char *example;
+    int min_positional, max_positional;
+    pd_cmd_opt opts[PD_CMD_MAX_OPTS];
+};
+
+/* The command table (main.c). */
+const pd_cmd_def *pd_cmd_find(const char *name);
+
+/*
+ * Parses argv (after the command name) into args, starting from the global
+ * options main() found before the command. PD_EUSAGE for an unknown option,
+ * a missing value, or the wrong number of arguments.
+ */
+PD_MUST_CHECK int pd_cmd_parse(pd_cmd_args *args, const pd_cmd_def *def, int argc, char **argv,
+                               pd_err *err);
+
+/* The value of the command's option name, NULL when not given. */
+const char *pd_cmd_opt(const pd_cmd_args *args, const char *name);
+bool pd_cmd_flag(const pd_cmd_args *args, const char *name);
+
+/*
+ * Loads the configuration the arguments describe, applies log-level and
+ * --quiet. On failure logs the error and returns its exit status (> 0).
+ */
+int pd_cmd_load_config(pd_config **out, const pd_cmd_args *args);
+
+/* Logs err and returns its exit status. */
+int pd_cmd_fail(const pd_err *err);
+
+/* Prints a command's --help to stdout. */
+void pd_cmd_print_help(const pd_cmd_def *def);
+
+/* Shared exit-code text for every --help. */
+extern const char pd_cmd_exit_codes_help[];
+
+int pd_cmd_check(const pd_cmd_args *args);
+
+#endif

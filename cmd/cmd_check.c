@@ -1,0 +1,150 @@
+/*
+ * pgdrill check: configuration sanity, the PostgreSQL connection (server
+ * version) and repository reachability (a directory, or an S3 endpoint).
+ * Each failing part is one error line; exit 1 when any part fails.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cmd/cmd.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/mem.h"
+#include "common/pg.h"
+#include "storage/s3.h"
+
+static json_t *
+check_postgresql(const pd_config *cfg, char *line, size_t linesize)
+{
+    pd_pg_opts opts = PD_PG_OPTS_INIT;
+    pd_err err = PD_ERR_INIT;
+    json_t *j = json_object();
+    char version[256];
+    pd_pg *pg = NULL;
+
+    pd_pg_opts_from_config(&opts, cfg);
+    if (pd_pg_connect(&pg, &opts, &err) < 0 ||
+        pd_pg_query_value(pg, "SHOW server_version", version, sizeof(version), &err) < 0) {
+        pd_log_err(&err);
+        json_object_set_new(j, "ok", json_false());
+        json_object_set_new(j, "error", json_string(err.msg));
+        snprintf(line, linesize, "postgresql: FAILED");
+    } else {
+        json_object_set_new(j, "ok", json_true());
+        json_object_set_new(j, "server_version", json_string(version));
+        json_object_set_new(j, "server_version_num", json_integer(PQserverVersion(pd_pg_conn(pg))));
+        json_object_set_new(j, "connection", json_string(pd_pg_describe(pg)));
+        snprintf(line, linesize, "postgresql: ok, server version %s (%s)", version,
+                 pd_pg_describe(pg));
+    }
+    pd_pg_free(pg);
+    return j;
+}
+
+static json_t *
+check_s3(const pd_config *cfg, const char *repo, char *line, size_t linesize)
+{
+    pd_s3_probe_opts opts = PD_S3_PROBE_OPTS_INIT;
+    pd_err err = PD_ERR_INIT;
+    json_t *j = json_object();
+    char *bucket = NULL, *prefix = NULL, *url = NULL;
+    long status = 0;
+
+    json_object_set_new(j, "kind", json_string("s3"));
+    opts.endpoint = pd_config_get(cfg, "s3-endpoint");
+    opts.verify_tls = pd_config_get_bool(cfg, "s3-verify-tls");
+    opts.ca_file = pd_config_get(cfg, "s3-ca-file");
+    if (pd_s3_parse_repo(&bucket, &prefix, repo, &err) < 0)
+        goto failed;
+    if (opts.endpoint == NULL) {
+        pd_err_set(&err, PD_ECONFIG, "repository \"%s\" is on S3 but s3-endpoint is not set", repo);
+        pd_err_hint(&err, "set s3-endpoint, e.g. s3.eu-west-1.amazonaws.com");
+        goto failed;
+    }
+    json_object_set_new(j, "endpoint", json_string(opts.endpoint));
+    json_object_set_new(j, "bucket", json_string(bucket));
+    if (pd_s3_probe(&status, &url, &opts, &err) < 0)
+        goto failed;
+    json_object_set_new(j, "ok", json_true());
+    json_object_set_new(j, "http_status", json_integer(status));
+    snprintf(line, linesize, "repository: ok, S3 endpoint %s is reachable (HTTP %ld), bucket %s",
+             opts.endpoint, status, bucket);
+    goto cleanup;
+failed:
+    pd_log_err(&err);
+    json_object_set_new(j, "ok", json_false());
+    json_object_set_new(j, "error", json_string(err.msg));
+    snprintf(line, linesize, "repository: FAILED");
+cleanup:
+    pd_free(bucket);
+    pd_free(prefix);
+    pd_free(url);
+    return j;
+}
+
+static json_t *
+check_directory(const char *repo, char *line, size_t linesize)
+{
+    pd_err err = PD_ERR_INIT;
+    json_t *j = json_object();
+    struct stat st;
+
+    json_object_set_new(j, "kind", json_string("posix"));
+    json_object_set_new(j, "path", json_string(repo));
+    if (repo[0] != '/') {
+        pd_err_set(&err, PD_ECONFIG, "repository \"%s\" is neither an absolute path nor s3://", repo);
+    } else if (stat(repo, &st) < 0) {
+        pd_err_sys(&err, PD_EIO, "could not use repository directory \"%s\"", repo);
+        pd_err_hint(&err, "create it or run pgdrill init");
+    } else if (!S_ISDIR(st.st_mode)) {
+        pd_err_set(&err, PD_EIO, "cannot use repository \"%s\": not a directory", repo);
+    } else {
+        json_object_set_new(j, "ok", json_true());
+        snprintf(line, linesize, "repository: ok, directory %s", repo);
+        return j;
+    }
+    pd_log_err(&err);
+    json_object_set_new(j, "ok", json_false());
+    json_object_set_new(j, "error", json_string(err.msg));
+    snprintf(line, linesize, "repository: FAILED");
+    return j;
+}
+
+int
+pd_cmd_check(const pd_cmd_args *args)
+{
+    pd_err err = PD_ERR_INIT;
+    pd_config *cfg = NULL;
+    char pg_line[512], repo_line[512];
+    json_t *doc = NULL, *pg, *repo;
+    const char *repo_path;
+    int rc;
+
+    if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
+        return rc;
+    repo_path = pd_config_get(cfg, "repo");
+    pg = check_postgresql(cfg, pg_line, sizeof(pg_line));
+    if (strncmp(repo_path, "s3://", 5) == 0)
+        repo = check_s3(cfg, repo_path, repo_line, sizeof(repo_line));
+    else
+        repo = check_directory(repo_path, repo_line, sizeof(repo_line));
+    bool ok = json_is_true(json_object_get(pg, "ok")) && json_is_true(json_object_get(repo, "ok"));
+
+    if (pd_cmd_flag(args, "json")) {
+        doc = json_object();
+        json_object_set_new(doc, "cluster", json_string(pd_config_cluster(cfg)));
+        json_object_set_new(doc, "ok", json_boolean(ok));
+        json_object_set_new(doc, "postgresql", pg);
+        json_object_set_new(doc, "repository", repo);
+        if (pd_json_print(stdout, doc, &err) < 0)
+            ok = (pd_cmd_fail(&err), false);
+        json_decref(doc);
+    } else {
+        printf("cluster %s\n  %s\n  %s\n", pd_config_cluster(cfg), pg_line, repo_line);
+        json_decref(pg);
+        json_decref(repo);
+    }
+    pd_config_free(cfg);
+    return ok ? PD_EXIT_OK : PD_EXIT_FAIL;
+}

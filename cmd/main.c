@@ -1,0 +1,207 @@
+/*
+ * pgdrill's entry point: global options, the command table, dispatch.
+ * A command that is not built yet says so and exits 1, never a silent 0.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "cmd/cmd.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "common/version.h"
+
+static const pd_cmd_def commands[] = {
+    {"init", NULL, "init [--generate-key-file PATH]", "create the repository for a cluster",
+     "Creates <repo>/<cluster>/repo.json with the repository's cipher, compression and key\n"
+     "check value. Refuses an existing repository.",
+     "pgdrill --cluster main init --generate-key-file /etc/pgdrill/main.key",
+     0, 0,
+     {{"generate-key-file", "PATH", "create a new 32-byte key file (mode 0600) and use it"}}},
+    {"backup", NULL, "backup [--type physical|logical]", "take a backup and commit it",
+     "Streams a base backup (or pg_dump output) through compression and encryption into the\n"
+     "repository; the backup is committed only when every object is stored and verified.",
+     "pgdrill --cluster main backup --type physical",
+     0, 0,
+     {{"type", "TYPE", "physical (default) or logical"},
+      {"ignore-checksum-failures", NULL, "do not fail on page checksum failures"}}},
+    {"list", NULL, "list [--json]", "list backups with state, times, LSNs, sizes, last drill",
+     "Lists the cluster's backups, complete and incomplete, oldest first.",
+     "pgdrill --cluster main list --json",
+     0, 0,
+     {{"json", NULL, "one JSON document on stdout"}}},
+    {"restore", NULL, "restore --target-dir DIR [--backup ID|latest] [TARGET OPTIONS]",
+     "restore a backup into a directory, optionally to a point in time",
+     "Restores a physical backup into an empty directory, optionally with a recovery target.",
+     "pgdrill --cluster main restore --target-dir /srv/restore --target-time '2026-11-24 "
+     "02:00:00+00'",
+     0, 0,
+     {{"target-dir", "DIR", "empty directory to restore into"},
+      {"backup", "ID", "backup ID or \"latest\" (default)"},
+      {"target-time", "TIME", "recover up to this time"},
+      {"target-lsn", "LSN", "recover up to this LSN"},
+      {"target-xid", "XID", "recover up to this transaction"},
+      {"target-name", "NAME", "recover up to this restore point"},
+      {"target", "immediate", "stop as soon as the backup is consistent"},
+      {"target-action", "ACTION", "pause, promote or shutdown"},
+      {"dry-run", NULL, "say what would be done, write nothing"}}},
+    {"verify", NULL, "verify [--backup ID|latest|all]",
+     "read every object back and check hashes and tags",
+     "Reads every object of a backup back through decryption and decompression and checks\n"
+     "its hashes and authentication tags without restoring.",
+     "pgdrill --cluster main verify --backup all",
+     0, 0,
+     {{"backup", "ID", "backup ID, \"latest\" (default) or \"all\""},
+      {"json", NULL, "one JSON document on stdout"}}},
+    {"drill", NULL, "drill [--backup ID|latest] [--keep] [--json]",
+     "restore into a scratch instance, recover, run checks, report",
+     "Restores a backup into an isolated scratch instance, replays WAL, runs the checks and\n"
+     "records the measured recovery time.",
+     "pgdrill --cluster main drill --backup latest --json",
+     0, 0,
+     {{"backup", "ID", "backup ID or \"latest\" (default)"},
+      {"keep", NULL, "keep the scratch instance for debugging"},
+      {"json", NULL, "one JSON document on stdout"}}},
+    {"archive-push", NULL, "archive-push PATH", "archive one WAL file (archive_command)",
+     "Compresses, encrypts and stores one WAL file; returns 0 only once it is durably stored.",
+     "archive_command = 'pgdrill --cluster main archive-push %p'",
+     1, 1,
+     {{NULL, NULL, NULL}}},
+    {"archive-get", NULL, "archive-get NAME PATH", "fetch one WAL file (restore_command)",
+     "Fetches, verifies and decrypts one archived WAL file to PATH; exits 1 quietly when the\n"
+     "file is not in the archive.",
+     "restore_command = 'pgdrill --cluster main archive-get %f %p'",
+     2, 2,
+     {{NULL, NULL, NULL}}},
+    {"expire", NULL, "expire [--dry-run]", "apply retention to backups and WAL",
+     "Removes backups and WAL beyond retention-full / retention-days.",
+     "pgdrill --cluster main expire --dry-run",
+     0, 0,
+     {{"dry-run", NULL, "print what would be removed, remove nothing"}}},
+    {"key", NULL, "key rotate --new-key-file FILE", "rewrap every data key under a new master key",
+     "Rewraps every data key under a new master key; only metadata is rewritten.",
+     "pgdrill --cluster main key rotate --new-key-file /etc/pgdrill/main.key.new",
+     1, 1,
+     {{"new-key-file", "FILE", "the new master key file (mode 0600)"}}},
+    {"status", NULL, "status [--json|--prometheus]",
+     "health from the repository: backup age, archive lag, last drill",
+     "Reports the last backup's age, WAL archive lag, the last drill and the repository size.",
+     "pgdrill --cluster main status --prometheus > /var/lib/node_exporter/pgdrill.prom",
+     0, 0,
+     {{"json", NULL, "one JSON document on stdout"},
+      {"prometheus", NULL, "Prometheus text exposition format"}}},
+    {"check", pd_cmd_check, "check [--json]",
+     "check the configuration, the PostgreSQL connection and the repository",
+     "Loads the configuration, connects to PostgreSQL and reports its version, and checks\n"
+     "that the repository (directory or S3 endpoint) is reachable.",
+     "pgdrill --cluster main check --json",
+     0, 0,
+     {{"json", NULL, "one JSON document on stdout"}}},
+};
+
+const pd_cmd_def *
+pd_cmd_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void
+print_main_help(void)
+{
+    printf("pgdrill %s: PostgreSQL backups that are proven to restore\n\n"
+           "Usage: pgdrill [--config FILE] [--cluster NAME] COMMAND [OPTIONS]\n\n"
+           "Commands:\n",
+           PD_VERSION);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        printf("  %-13s %s%s\n", commands[i].name, commands[i].summary,
+               commands[i].run ? "" : " (not built yet)");
+    printf("\nGlobal options:\n"
+           "  --config FILE    configuration file (default $PGDRILL_CONFIG, then %s)\n"
+           "  --cluster NAME   the cluster section to use (optional with one cluster)\n"
+           "  --quiet, -q      errors only, no progress\n"
+           "  --version        print the version\n"
+           "  --help, -h       this help; \"pgdrill COMMAND --help\" for a command\n"
+           "\nConfiguration keys (in [global] or a cluster's section; --KEY VALUE overrides):\n"
+           "%s\n"
+           "Example:\n  pgdrill --config /etc/pgdrill/pgdrill.conf --cluster main check\n\n%s",
+           PD_CONFIG_DEFAULT_PATH, pd_config_help(), pd_cmd_exit_codes_help);
+}
+
+static int
+not_built(const pd_cmd_def *def)
+{
+    pd_err err = PD_ERR_INIT;
+
+    pd_err_set(&err, PD_ENOTIMPL, "command \"%s\" is not implemented yet in pgdrill %s",
+               def->name, PD_VERSION);
+    pd_err_hint(&err, "see README.md, \"What works today\"");
+    return pd_cmd_fail(&err);
+}
+
+int
+main(int argc, char **argv)
+{
+    pd_cmd_args args;
+    pd_err err = PD_ERR_INIT;
+    const pd_cmd_def *def;
+    int i = 1;
+    int rc;
+
+    memset(&args, 0, sizeof(args));
+    pd_log_init();
+    pd_json_init();
+
+    // Global options before the command.
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            print_main_help();
+            return PD_EXIT_OK;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("pgdrill %s\n", PD_VERSION);
+            return PD_EXIT_OK;
+        } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
+            args.quiet = true;
+        } else if ((strcmp(a, "--config") == 0 || strcmp(a, "--cluster") == 0) && i + 1 < argc) {
+            if (a[4] == 'f')
+                args.config_path = argv[++i];
+            else
+                args.cluster = argv[++i];
+        } else if (strncmp(a, "--config=", 9) == 0) {
+            args.config_path = a + 9;
+        } else if (strncmp(a, "--cluster=", 10) == 0) {
+            args.cluster = a + 10;
+        } else {
+            pd_err_set(&err, PD_EUSAGE, "unknown or incomplete global option \"%s\"", a);
+            pd_err_hint(&err, "see \"pgdrill --help\"");
+            return pd_cmd_fail(&err);
+        }
+    }
+    if (i >= argc) {
+        pd_err_set(&err, PD_EUSAGE, "no command given");
+        pd_err_hint(&err, "see \"pgdrill --help\"");
+        return pd_cmd_fail(&err);
+    }
+    def = pd_cmd_find(argv[i]);
+    if (def == NULL) {
+        pd_err_set(&err, PD_EUSAGE, "unknown command \"%s\"", argv[i]);
+        pd_err_hint(&err, "see \"pgdrill --help\" for the commands");
+        return pd_cmd_fail(&err);
+    }
+    if (pd_cmd_parse(&args, def, argc - i - 1, argv + i + 1, &err) < 0)
+        return pd_cmd_fail(&err);
+    if (args.help) {
+        pd_cmd_print_help(def);
+        return PD_EXIT_OK;
+    }
+    if (def->run == NULL)
+        return not_built(def);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    rc = def->run(&args);
+    curl_global_cleanup();
+    return rc;
+}
