@@ -34,8 +34,9 @@
 
 #include "common/mem.h"
 
-#define CLUSTER_NAME_MAX 63
-#define GLOBAL_SECTION   "global"
+#define CLUSTER_NAME_MAX  63
+#define CLUSTER_NAME_RULE "1 to 63 letters, digits, \"_\", \".\" and \"-\", not starting with \".\""
+#define GLOBAL_SECTION    "global"
 
 typedef enum key_type {
     KT_STRING,
@@ -303,8 +304,7 @@ check_value(size_t k, const char *value, long *num, const char *where, pd_err *e
                           "%s: bad value \"%s\" for key \"%s\": expected yes or no", where, value,
                           key->name);
     }
-    PD_ASSERT(!"unknown key type");
-    return PD_EFAIL;
+    pd_assert_fail("key type is known", __FILE__, __LINE__);
 }
 
 /* "configuration file "F" line N", the start of every message about a line. */
@@ -365,6 +365,7 @@ section_line(parser *p, const char *line)
     const char *rest;
     char name[CLUSTER_NAME_MAX + 2];
     size_t n;
+    bool bad;
 
     if (*end != ']')
         return parse_fail(p, "syntax error: missing \"]\" after the section name");
@@ -373,24 +374,19 @@ section_line(parser *p, const char *line)
     if (*rest != '\0' && *rest != ';' && *rest != '#')
         return parse_fail(p, "syntax error: unexpected text after \"]\"");
     n = (size_t)(end - (line + 1));
-    if (n >= sizeof(name)) {
-        // Too long to be a cluster name; quote what fits of it.
-        char where[PD_ERR_MSG_MAX];
-        p->failed = true;
-        return pd_err_set(p->err, PD_ECONFIG,
-                          "%s: bad section name \"%.*s\": a cluster name has at most %d "
-                          "characters",
-                          file_where(p, where, sizeof(where)), (int)n, line + 1, CLUSTER_NAME_MAX);
+    bad = n >= sizeof(name);
+    if (!bad) {
+        memcpy(name, line + 1, n);
+        name[n] = '\0';
+        bad = strcmp(name, GLOBAL_SECTION) != 0 && !valid_cluster_name(name);
     }
-    memcpy(name, line + 1, n);
-    name[n] = '\0';
-    if (strcmp(name, GLOBAL_SECTION) != 0 && !valid_cluster_name(name)) {
+    if (bad) {
         char where[PD_ERR_MSG_MAX];
         p->failed = true;
         return pd_err_set(p->err, PD_ECONFIG,
-                          "%s: bad section name \"%s\": expected [global] or a cluster name of "
-                          "letters, digits, \"_\", \".\" and \"-\", not starting with \".\"",
-                          file_where(p, where, sizeof(where)), name);
+                          "%s: bad section name \"%.*s\": expected [global] or a cluster name "
+                          "of " CLUSTER_NAME_RULE,
+                          file_where(p, where, sizeof(where)), (int)n, line + 1);
     }
     p->cur = (long)find_or_add_section(p, name);
     return 0;
@@ -575,8 +571,10 @@ read_file(const char *path, bool may_be_missing, char **out, size_t *out_len, bo
     }
     if (S_ISREG(st.st_mode) && st.st_size > PD_CONFIG_MAX_SIZE)
         goto too_large;
-    // Sized from fstat, grown if the file is not regular or grows while we read.
-    cap = (S_ISREG(st.st_mode) ? (size_t)st.st_size : 4096) + 1;
+    // Sized from fstat with room for the NUL and one more byte, so that EOF is
+    // seen without growing; grown only if the file is not regular or grows as
+    // we read, and never beyond one byte more than the limit.
+    cap = (S_ISREG(st.st_mode) ? (size_t)st.st_size : 4096) + 2;
     buf = pd_malloc(cap);
     for (;;) {
         ssize_t n;
@@ -584,7 +582,7 @@ read_file(const char *path, bool may_be_missing, char **out, size_t *out_len, bo
         if (len + 1 == cap) {
             if (len > PD_CONFIG_MAX_SIZE)
                 goto too_large;
-            cap = 2 * cap;
+            cap = 2 * cap < PD_CONFIG_MAX_SIZE + 2 ? 2 * cap : PD_CONFIG_MAX_SIZE + 2;
             buf = pd_realloc(buf, cap);
         }
         n = read(fd, buf + len, cap - 1 - len);
@@ -781,8 +779,7 @@ check_required(const pd_config *cfg, pd_err *err)
         pd_err_set(err, PD_ECONFIG,
                    "missing required setting \"%s\": pass --%s or use a configuration file",
                    keys[k].name, keys[k].name);
-        return pd_err_hint(err, "no configuration file was read; the default is \"%s\"",
-                           default_path);
+        return pd_err_hint(err, "no configuration file was found at \"%s\"", default_path);
     }
     return 0;
 }
@@ -815,10 +812,9 @@ pd_config_load(pd_config **out, const pd_config_opts *opts, pd_err *err)
     if (opts->cluster != NULL &&
         (strcmp(opts->cluster, GLOBAL_SECTION) == 0 || !valid_cluster_name(opts->cluster))) {
         rc = pd_err_set(err, PD_ECONFIG,
-                        "option --cluster: bad cluster name \"%s\": expected letters, digits, "
-                        "\"_\", \".\" and \"-\", not starting with \".\", at most %d characters, "
-                        "not \"global\"",
-                        opts->cluster, CLUSTER_NAME_MAX);
+                        "option --cluster: bad cluster name \"%s\": expected " CLUSTER_NAME_RULE
+                        ", other than \"global\"",
+                        opts->cluster);
         goto cleanup;
     }
     if ((rc = check_overrides(opts, err)) < 0)

@@ -68,12 +68,13 @@ pd_strndup(const char *s, size_t n)
 char *
 pd_asprintf(const char *fmt, ...)
 {
+    char probe[1];
     va_list ap;
     int len;
     char *p;
 
     va_start(ap, fmt);
-    len = vsnprintf(NULL, 0, fmt, ap);
+    len = vsnprintf(probe, sizeof(probe), fmt, ap);
     va_end(ap);
     PD_ASSERT(len >= 0);
     p = pd_malloc((size_t)len + 1);

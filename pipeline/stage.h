@@ -1,0 +1,105 @@
+/*
+ * Streaming stages. A stage is a small object that takes bytes with
+ * write(), transforms them, and pushes the result to its next stage; finish()
+ * flushes and finishes next, exactly once. Stages do no I/O of their own: the
+ * last stage is a sink the caller supplies (a storage writer, an extractor, a
+ * child's stdin) through pd_stage_sink_new(). Memory is fixed at creation
+ * (PD_STAGE_BUF per buffering stage), so it does not grow with the input, and
+ * output never depends on how the input was split into write() calls.
+ *
+ * Errors are sticky: once a stage fails, every later write() or finish()
+ * returns the same code and message. pd_stage_free() frees a stage and every
+ * stage downstream of it; it never fails and is safe after an error or
+ * without finish().
+ */
+#ifndef PGDRILL_PIPELINE_STAGE_H
+#define PGDRILL_PIPELINE_STAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+#define PD_STAGE_BUF (128 * 1024)
+
+typedef struct pd_stage pd_stage;
+
+typedef struct pd_stage_ops {
+    const char *name;
+    int (*write)(pd_stage *s, const void *buf, size_t len, pd_err *err);
+    /* Flushes, writes trailers, finishes next. */
+    int (*finish)(pd_stage *s, pd_err *err);
+    /* Frees the stage's own resources (not next, not the struct). */
+    void (*free)(pd_stage *s);
+} pd_stage_ops;
+
+/* Implementers embed this first in their struct. */
+struct pd_stage {
+    const pd_stage_ops *ops;
+    pd_stage *next;
+    int rc;        /* sticky failure code, 0 while healthy */
+    bool finished; /* finish() ran (successfully or not) */
+    pd_err failure; /* the message of the sticky failure */
+};
+
+/* Initialises the embedded base; next is owned by s from now on. */
+void pd_stage_init(pd_stage *s, const pd_stage_ops *ops, pd_stage *next);
+
+/* Writes len bytes into s (len may be 0). */
+PD_MUST_CHECK int pd_stage_write(pd_stage *s, const void *buf, size_t len, pd_err *err);
+
+/* Finishes s and, through it, the whole chain below. Once. */
+PD_MUST_CHECK int pd_stage_finish(pd_stage *s, pd_err *err);
+
+/* Frees s and every stage downstream of it; NULL is fine. */
+void pd_stage_free(pd_stage *s);
+
+/* For implementers: forward to next (no-op success when next is NULL). */
+PD_MUST_CHECK int pd_stage_forward(pd_stage *s, const void *buf, size_t len, pd_err *err);
+PD_MUST_CHECK int pd_stage_forward_finish(pd_stage *s, pd_err *err);
+
+/*
+ * A sink: calls write_fn for every buffer and finish_fn (may be NULL) once.
+ * The callbacks return 0 or a PD_E* code with err filled. payload is
+ * borrowed: its owner commits or discards what it wraps after finish.
+ */
+typedef int (*pd_sink_write_fn)(void *payload, const void *buf, size_t len, pd_err *err);
+typedef int (*pd_sink_finish_fn)(void *payload, pd_err *err);
+pd_stage *pd_stage_sink_new(pd_sink_write_fn write_fn, pd_sink_finish_fn finish_fn,
+                            void *payload);
+
+/* A sink that discards everything (verify reads to nowhere). */
+pd_stage *pd_stage_null_new(void);
+
+/* Counts bytes and computes SHA-256 of everything passing through. */
+pd_stage *pd_stage_hash_new(pd_stage *next);
+/* After a successful finish: the SHA-256 (32 bytes) and the byte count. */
+void pd_stage_hash_result(const pd_stage *s, unsigned char sha256[32], uint64_t *bytes);
+/* Bytes seen so far (any time; for progress). */
+uint64_t pd_stage_hash_bytes(const pd_stage *s);
+
+typedef struct pd_zstd_opts {
+    int level;   /* 1..19 */
+    int workers; /* zstd worker threads: 0 none (compress on the caller's thread) */
+} pd_zstd_opts;
+
+#define PD_ZSTD_OPTS_INIT {3, 0}
+
+/* zstd compression; PD_EFAIL on a libzstd failure. */
+PD_MUST_CHECK int pd_stage_zstd_new(pd_stage **out, const pd_zstd_opts *opts, pd_stage *next,
+                                    pd_err *err);
+
+/*
+ * zstd decompression. what names the object in messages. A damaged or
+ * truncated zstd stream is PD_ECORRUPT. The window is capped (PD_ZSTD_MAX_WINDOW_LOG)
+ * so a hostile object cannot make us allocate more.
+ */
+#define PD_ZSTD_MAX_WINDOW_LOG 24
+PD_MUST_CHECK int pd_stage_unzstd_new(pd_stage **out, const char *what, pd_stage *next,
+                                      pd_err *err);
+
+/* Helper for hex output of digests: writes 2*len+1 bytes. */
+void pd_hex(char *out, const unsigned char *in, size_t len);
+
+#endif

@@ -1,0 +1,535 @@
+/*
+ * Unit tests for pipeline/ stages and the object format: round trips over
+ * sizes around the frame size and 100 MiB, for each of zstd/none x
+ * aes-256-gcm/none, fed in 1-byte, odd and large chunks; and every tamper
+ * case of doc/object-format.md detected with a message naming the object.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "common/mem.h"
+#include "pipeline/object.h"
+
+#define FRAME     PD_OBJ_FRAME_SIZE
+#define HDR       PD_OBJ_HEADER_SIZE
+#define FRAME_OUT (4 + FRAME + PD_OBJ_TAG_SIZE)
+
+static const unsigned char key_id[PD_KEY_ID_SIZE] = "0123456789abcde";
+static pd_secret *data_key;
+static pd_secret *other_key;
+
+/* A growing memory sink (test only; the library's stages never grow). */
+typedef struct membuf {
+    unsigned char *data;
+    size_t len, cap;
+    int finished;
+} membuf;
+
+static int
+mem_write(void *payload, const void *buf, size_t len, pd_err *err)
+{
+    membuf *m = payload;
+    (void)err;
+    if (m->len + len > m->cap) {
+        m->cap = (m->len + len) * 2;
+        m->data = pd_realloc(m->data, m->cap);
+    }
+    memcpy(m->data + m->len, buf, len);
+    m->len += len;
+    return 0;
+}
+
+static int
+mem_finish(void *payload, pd_err *err)
+{
+    (void)err;
+    ((membuf *)payload)->finished++;
+    return 0;
+}
+
+static int
+lookup(void *payload, const unsigned char id[PD_KEY_ID_SIZE], const pd_secret **key, pd_err *err)
+{
+    (void)payload;
+    if (memcmp(id, key_id, PD_KEY_ID_SIZE) != 0)
+        return pd_err_set(err, PD_ECORRUPT, "object refers to a data key not in the keyring");
+    *key = data_key;
+    return 0;
+}
+
+static int
+lookup_other(void *payload, const unsigned char id[PD_KEY_ID_SIZE], const pd_secret **key,
+             pd_err *err)
+{
+    (void)payload;
+    (void)id;
+    (void)err;
+    *key = other_key;
+    return 0;
+}
+
+static int
+setup(void **state)
+{
+    unsigned char k[PD_KEY_SIZE];
+    (void)state;
+    RAND_bytes(k, sizeof(k));
+    data_key = pd_secret_new(k, sizeof(k));
+    RAND_bytes(k, sizeof(k));
+    other_key = pd_secret_new(k, sizeof(k));
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    pd_secret_free(data_key);
+    pd_secret_free(other_key);
+    return 0;
+}
+
+static int
+feed(pd_stage *s, const unsigned char *data, size_t len, size_t chunk, pd_err *err)
+{
+    int rc;
+    for (size_t off = 0; off < len; off += chunk) {
+        size_t n = len - off < chunk ? len - off : chunk;
+        if ((rc = pd_stage_write(s, data + off, n, err)) < 0)
+            return rc;
+    }
+    return pd_stage_finish(s, err);
+}
+
+static void
+encode(membuf *out, const unsigned char *data, size_t len, size_t chunk, pd_compression comp,
+       pd_cipher cipher, const char *identity)
+{
+    pd_obj_write_opts wo = PD_OBJ_WRITE_OPTS_INIT;
+    pd_err err = PD_ERR_INIT;
+    pd_stage *w = NULL;
+
+    memset(out, 0, sizeof(*out));
+    wo.identity = identity;
+    wo.compression = comp;
+    wo.zstd.level = 1;
+    wo.cipher = cipher;
+    wo.data_key = cipher ? data_key : NULL;
+    wo.key_id = key_id;
+    assert_int_equal(pd_obj_writer_new(&w, &wo, pd_stage_sink_new(mem_write, mem_finish, out), &err),
+                     0);
+    assert_int_equal(feed(w, data, len, chunk, &err), 0);
+    assert_int_equal(out->finished, 1);
+    pd_stage_free(w);
+}
+
+/* Decodes; returns the code and leaves the plaintext in out. */
+static int
+decode(membuf *out, const unsigned char *data, size_t len, size_t chunk, pd_cipher cipher,
+       const char *identity, pd_err *err)
+{
+    pd_obj_read_opts ro = PD_OBJ_READ_OPTS_INIT;
+    pd_stage *r = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    ro.identity = identity;
+    ro.expect_cipher = cipher;
+    ro.lookup = lookup;
+    assert_int_equal(pd_obj_reader_new(&r, &ro, pd_stage_sink_new(mem_write, mem_finish, out), err),
+                     0);
+    rc = feed(r, data, len, chunk, err);
+    pd_stage_free(r);
+    return rc;
+}
+
+static unsigned char *
+make_data(size_t len, int compressible)
+{
+    unsigned char *d = pd_malloc(len ? len : 1);
+    if (compressible) {
+        for (size_t i = 0; i < len; i++)
+            d[i] = (unsigned char)("pgbench_accounts row "[i % 21] + (i / 4096) % 3);
+    } else {
+        for (size_t off = 0; off < len; off += 1 << 20)
+            RAND_bytes(d + off, (int)(len - off < (1 << 20) ? len - off : (1 << 20)));
+    }
+    return d;
+}
+
+static void
+round_trip(size_t len, int compressible, size_t in_chunk, size_t out_chunk)
+{
+    static const pd_compression comps[] = {PD_COMPRESSION_NONE, PD_COMPRESSION_ZSTD};
+    static const pd_cipher ciphers[] = {PD_CIPHER_NONE, PD_CIPHER_AES_256_GCM};
+    unsigned char *data = make_data(len, compressible);
+
+    for (int c = 0; c < 2; c++) {
+        for (int e = 0; e < 2; e++) {
+            membuf enc, dec;
+            pd_err err = PD_ERR_INIT;
+            encode(&enc, data, len, in_chunk, comps[c], ciphers[e], "backups/X/base.tar");
+            if (decode(&dec, enc.data, enc.len, out_chunk, ciphers[e], "backups/X/base.tar",
+                       &err) != 0)
+                fail_msg("len %zu comp %d cipher %d: %s", len, c, e, err.msg);
+            assert_int_equal(dec.len, len);
+            assert_int_equal(dec.finished, 1);
+            if (len)
+                assert_memory_equal(dec.data, data, len);
+            if (e == 1 && len > 64)
+                // Ciphertext must not contain the plaintext.
+                assert_null(memmem(enc.data, enc.len, data, 64));
+            pd_free(enc.data);
+            pd_free(dec.data);
+        }
+    }
+    pd_free(data);
+}
+
+static void
+test_object_round_trip_small_sizes(void **state)
+{
+    static const size_t sizes[] = {0, 1, FRAME - 1, FRAME, FRAME + 1, 2 * FRAME + 17};
+    (void)state;
+    for (size_t i = 0; i < PD_ARRAY_LEN(sizes); i++) {
+        round_trip(sizes[i], 0, 65521, 4093);
+        round_trip(sizes[i], 1, 1 << 20, 1 << 16);
+    }
+}
+
+static void
+test_object_round_trip_one_byte_chunks(void **state)
+{
+    (void)state;
+    round_trip(3000, 0, 1, 1);
+    round_trip(FRAME + 1, 1, 1, 7);
+}
+
+static void
+test_object_round_trip_100mib(void **state)
+{
+    (void)state;
+    round_trip(100u << 20, 0, 4u << 20, 1 << 20);
+    round_trip(100u << 20, 1, 128 << 10, 3u << 20);
+}
+
+static void
+test_object_output_independent_of_chunking(void **state)
+{
+    unsigned char *data = make_data(3 * FRAME, 1);
+    membuf a, b;
+    (void)state;
+
+    // Random salts differ, so compare the unencrypted, uncompressed frame bodies.
+    encode(&a, data, 3 * FRAME, 1 << 20, PD_COMPRESSION_ZSTD, PD_CIPHER_NONE, "o");
+    encode(&b, data, 3 * FRAME, 4099, PD_COMPRESSION_ZSTD, PD_CIPHER_NONE, "o");
+    assert_int_equal(a.len, b.len);
+    pd_free(a.data);
+    pd_free(b.data);
+    pd_free(data);
+}
+
+/* Encodes 3.5 frames with gcm and no compression, for tampering. */
+static void
+tamper_base(membuf *enc, unsigned char **data, size_t *len)
+{
+    *len = 3 * FRAME + FRAME / 2;
+    *data = make_data(*len, 0);
+    encode(enc, *data, *len, 1 << 20, PD_COMPRESSION_NONE, PD_CIPHER_AES_256_GCM,
+           "backups/A/base.tar");
+    assert_int_equal(enc->len, HDR + 3 * FRAME_OUT + 4 + FRAME / 2 + PD_OBJ_TAG_SIZE);
+}
+
+static void
+expect_corrupt(const unsigned char *enc, size_t len, const char *identity, const char *needle)
+{
+    membuf dec;
+    pd_err err = PD_ERR_INIT;
+
+    assert_int_equal(decode(&dec, enc, len, 65536, PD_CIPHER_AES_256_GCM, identity, &err),
+                     PD_ECORRUPT);
+    assert_non_null(strstr(err.msg, identity));
+    if (needle && strstr(err.msg, needle) == NULL)
+        fail_msg("message \"%s\" lacks \"%s\"", err.msg, needle);
+    // Invariant 1: nothing from the failing frame on reached the sink.
+    pd_free(dec.data);
+}
+
+static void
+test_object_tamper_bit_flip_anywhere(void **state)
+{
+    membuf enc;
+    unsigned char *data;
+    size_t len;
+    (void)state;
+
+    tamper_base(&enc, &data, &len);
+    // Intact case passes first.
+    membuf dec;
+    pd_err err = PD_ERR_INIT;
+    assert_int_equal(decode(&dec, enc.data, enc.len, 65536, PD_CIPHER_AES_256_GCM,
+                            "backups/A/base.tar", &err),
+                     0);
+    pd_free(dec.data);
+    // Header, a length field, a body byte, a tag byte, the last frame.
+    const size_t spots[] = {3, 9, 20, 40, HDR + 1, HDR + 4 + 100, HDR + FRAME_OUT - 1,
+                            HDR + 2 * FRAME_OUT + 4 + 5, enc.len - 1};
+    for (size_t i = 0; i < PD_ARRAY_LEN(spots); i++) {
+        enc.data[spots[i]] ^= 0x10;
+        expect_corrupt(enc.data, enc.len, "backups/A/base.tar", NULL);
+        enc.data[spots[i]] ^= 0x10;
+    }
+    pd_free(enc.data);
+    pd_free(data);
+}
+
+static void
+test_object_tamper_truncation(void **state)
+{
+    membuf enc;
+    unsigned char *data;
+    size_t len;
+    (void)state;
+
+    tamper_base(&enc, &data, &len);
+    // Cut at a frame boundary: no final frame.
+    expect_corrupt(enc.data, HDR + 2 * FRAME_OUT, "backups/A/base.tar", "truncated");
+    expect_corrupt(enc.data, HDR + 2 * FRAME_OUT + 10, "backups/A/base.tar", "truncated");
+    expect_corrupt(enc.data, 10, "backups/A/base.tar", "header");
+    expect_corrupt(enc.data, enc.len - 1, "backups/A/base.tar", "truncated");
+    pd_free(enc.data);
+    pd_free(data);
+}
+
+static void
+test_object_tamper_frames_dropped_duplicated_reordered(void **state)
+{
+    membuf enc;
+    unsigned char *data, *t;
+    size_t len;
+    (void)state;
+
+    tamper_base(&enc, &data, &len);
+    t = pd_malloc(enc.len + FRAME_OUT);
+    const unsigned char *f0 = enc.data + HDR, *f1 = f0 + FRAME_OUT, *f2 = f1 + FRAME_OUT;
+    const unsigned char *last = f2 + FRAME_OUT;
+    size_t last_len = enc.len - (size_t)(last - enc.data);
+
+    // Dropped frame 1.
+    memcpy(t, enc.data, HDR + FRAME_OUT);
+    memcpy(t + HDR + FRAME_OUT, f2, enc.len - HDR - 2 * FRAME_OUT);
+    expect_corrupt(t, enc.len - FRAME_OUT, "backups/A/base.tar", "frame 1");
+    // Duplicated frame 0.
+    memcpy(t, enc.data, HDR + FRAME_OUT);
+    memcpy(t + HDR + FRAME_OUT, f0, enc.len - HDR);
+    expect_corrupt(t, enc.len + FRAME_OUT, "backups/A/base.tar", "frame 1");
+    // Frames 1 and 2 swapped.
+    memcpy(t, enc.data, enc.len);
+    memcpy(t + HDR + FRAME_OUT, f2, FRAME_OUT);
+    memcpy(t + HDR + 2 * FRAME_OUT, f1, FRAME_OUT);
+    expect_corrupt(t, enc.len, "backups/A/base.tar", "frame 1");
+    // Data after the final frame.
+    memcpy(t, enc.data, enc.len);
+    memcpy(t + enc.len, last, last_len);
+    expect_corrupt(t, enc.len + last_len, "backups/A/base.tar", "follows the final frame");
+    pd_free(t);
+    pd_free(enc.data);
+    pd_free(data);
+}
+
+static void
+test_object_tamper_swapped_object(void **state)
+{
+    membuf enc;
+    unsigned char *data;
+    size_t len;
+    (void)state;
+
+    tamper_base(&enc, &data, &len);
+    // The same bytes read under another backup's name fail on frame 0.
+    expect_corrupt(enc.data, enc.len, "backups/B/base.tar", "frame 0");
+    pd_free(enc.data);
+    pd_free(data);
+}
+
+static void
+test_object_wrong_key(void **state)
+{
+    membuf enc, dec;
+    unsigned char *data;
+    size_t len;
+    pd_obj_read_opts ro = PD_OBJ_READ_OPTS_INIT;
+    pd_err err = PD_ERR_INIT;
+    pd_stage *r = NULL;
+    (void)state;
+
+    tamper_base(&enc, &data, &len);
+    memset(&dec, 0, sizeof(dec));
+    ro.identity = "backups/A/base.tar";
+    ro.lookup = lookup_other;
+    assert_int_equal(pd_obj_reader_new(&r, &ro, pd_stage_sink_new(mem_write, mem_finish, &dec), &err),
+                     0);
+    assert_int_equal(feed(r, enc.data, enc.len, 1 << 20, &err), PD_ECORRUPT);
+    assert_int_equal(dec.len, 0);
+    pd_stage_free(r);
+    pd_free(enc.data);
+    pd_free(data);
+}
+
+static void
+test_object_cipher_downgrade_refused(void **state)
+{
+    unsigned char *data = make_data(1000, 0);
+    membuf enc, dec;
+    pd_err err = PD_ERR_INIT;
+    (void)state;
+
+    encode(&enc, data, 1000, 1000, PD_COMPRESSION_NONE, PD_CIPHER_NONE, "o");
+    assert_int_equal(decode(&dec, enc.data, enc.len, 100, PD_CIPHER_AES_256_GCM, "o", &err),
+                     PD_ECORRUPT);
+    assert_non_null(strstr(err.msg, "cipher none"));
+    pd_free(enc.data);
+    pd_free(dec.data);
+    pd_free(data);
+}
+
+static void
+test_object_no_encryption_still_checksummed(void **state)
+{
+    unsigned char *data = make_data(FRAME + 5, 0);
+    membuf enc, dec;
+    pd_err err = PD_ERR_INIT;
+    (void)state;
+
+    encode(&enc, data, FRAME + 5, FRAME, PD_COMPRESSION_NONE, PD_CIPHER_NONE, "o");
+    enc.data[HDR + 4 + 1000] ^= 1;
+    assert_int_equal(decode(&dec, enc.data, enc.len, 4096, PD_CIPHER_NONE, "o", &err), PD_ECORRUPT);
+    assert_non_null(strstr(err.msg, "frame 0"));
+    assert_int_equal(dec.len, 0);
+    pd_free(enc.data);
+    pd_free(dec.data);
+    pd_free(data);
+}
+
+static void
+test_object_bad_header_fields(void **state)
+{
+    unsigned char *data = make_data(100, 0);
+    membuf enc, dec;
+    pd_err err = PD_ERR_INIT;
+    (void)state;
+
+    encode(&enc, data, 100, 100, PD_COMPRESSION_NONE, PD_CIPHER_AES_256_GCM, "o");
+    enc.data[0] = 'X';
+    assert_int_equal(decode(&dec, enc.data, enc.len, 100, PD_CIPHER_AES_256_GCM, "o", &err),
+                     PD_ECORRUPT);
+    assert_non_null(strstr(err.msg, "bad magic"));
+    pd_free(dec.data);
+    enc.data[0] = 'P';
+    enc.data[8] = 9;
+    assert_int_equal(decode(&dec, enc.data, enc.len, 100, PD_CIPHER_AES_256_GCM, "o", &err),
+                     PD_ECORRUPT);
+    assert_non_null(strstr(err.msg, "version 9"));
+    pd_free(dec.data);
+    enc.data[8] = 1;
+    enc.data[12] = 0x7f; // frame size far over the limit
+    assert_int_equal(decode(&dec, enc.data, enc.len, 100, PD_CIPHER_AES_256_GCM, "o", &err),
+                     PD_ECORRUPT);
+    assert_non_null(strstr(err.msg, "frame size"));
+    pd_free(dec.data);
+    pd_free(enc.data);
+    pd_free(data);
+}
+
+static void
+test_object_errors_are_sticky(void **state)
+{
+    pd_obj_read_opts ro = PD_OBJ_READ_OPTS_INIT;
+    pd_err err = PD_ERR_INIT, err2 = PD_ERR_INIT;
+    pd_stage *r = NULL;
+    unsigned char junk[64] = {0};
+    (void)state;
+
+    ro.identity = "o";
+    ro.lookup = lookup;
+    assert_int_equal(pd_obj_reader_new(&r, &ro, pd_stage_null_new(), &err), 0);
+    assert_int_equal(pd_stage_write(r, junk, sizeof(junk), &err), PD_ECORRUPT);
+    assert_int_equal(pd_stage_write(r, junk, 1, &err2), PD_ECORRUPT);
+    assert_string_equal(err.msg, err2.msg);
+    assert_int_equal(pd_stage_finish(r, &err2), PD_ECORRUPT);
+    pd_stage_free(r);
+}
+
+static void
+test_object_hash_stage(void **state)
+{
+    static const char abc[] = "abc";
+    unsigned char digest[32];
+    char hex[65];
+    uint64_t bytes;
+    pd_err err = PD_ERR_INIT;
+    pd_stage *h = pd_stage_hash_new(pd_stage_null_new());
+    (void)state;
+
+    assert_int_equal(pd_stage_write(h, abc, 1, &err), 0);
+    assert_int_equal(pd_stage_write(h, abc + 1, 2, &err), 0);
+    assert_int_equal(pd_stage_finish(h, &err), 0);
+    pd_stage_hash_result(h, digest, &bytes);
+    pd_hex(hex, digest, 32);
+    assert_int_equal(bytes, 3);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    pd_stage_free(h);
+}
+
+static void
+test_object_unzstd_truncated(void **state)
+{
+    unsigned char *data = make_data(500000, 1);
+    membuf z;
+    pd_err err = PD_ERR_INIT;
+    pd_stage *c = NULL, *d = NULL;
+    pd_zstd_opts zo = PD_ZSTD_OPTS_INIT;
+    (void)state;
+
+    memset(&z, 0, sizeof(z));
+    assert_int_equal(pd_stage_zstd_new(&c, &zo, pd_stage_sink_new(mem_write, NULL, &z), &err), 0);
+    assert_int_equal(feed(c, data, 500000, 100000, &err), 0);
+    assert_int_equal(pd_stage_unzstd_new(&d, "x", pd_stage_null_new(), &err), 0);
+    assert_int_equal(feed(d, z.data, z.len - 3, 1000, &err), PD_ECORRUPT);
+    assert_non_null(strstr(err.msg, "truncated"));
+    pd_stage_free(c);
+    pd_stage_free(d);
+    pd_free(z.data);
+    pd_free(data);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_object_round_trip_small_sizes),
+        cmocka_unit_test(test_object_round_trip_one_byte_chunks),
+        cmocka_unit_test(test_object_round_trip_100mib),
+        cmocka_unit_test(test_object_output_independent_of_chunking),
+        cmocka_unit_test(test_object_tamper_bit_flip_anywhere),
+        cmocka_unit_test(test_object_tamper_truncation),
+        cmocka_unit_test(test_object_tamper_frames_dropped_duplicated_reordered),
+        cmocka_unit_test(test_object_tamper_swapped_object),
+        cmocka_unit_test(test_object_wrong_key),
+        cmocka_unit_test(test_object_cipher_downgrade_refused),
+        cmocka_unit_test(test_object_no_encryption_still_checksummed),
+        cmocka_unit_test(test_object_bad_header_fields),
+        cmocka_unit_test(test_object_errors_are_sticky),
+        cmocka_unit_test(test_object_hash_stage),
+        cmocka_unit_test(test_object_unzstd_truncated),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
