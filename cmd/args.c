@@ -29,7 +29,9 @@ static int
 usage_error(pd_err *err, const pd_cmd_def *def, const char *what)
 {
     pd_err_set(err, PD_EUSAGE, "%s", what);
-    return pd_err_hint(err, "see \"pgdrill %s --help\"", def ? def->name : "");
+    if (def->name[0] == '\0')
+        return pd_err_hint(err, "see \"pgdrill --help\"");
+    return pd_err_hint(err, "see \"pgdrill %s --help\"", def->name);
 }
 
 int
@@ -82,8 +84,11 @@ pd_cmd_parse(pd_cmd_args *args, const pd_cmd_def *def, int argc, char **argv, pd
             is_key = pd_config_is_key(key);
         }
         if (idx < 0 && !is_global && !is_key) {
-            snprintf(msg, sizeof(msg), "unknown option \"--%.*s\" for command \"%s\"", (int)nlen,
-                     name, def->name);
+            if (def->name[0] == '\0')
+                snprintf(msg, sizeof(msg), "unknown option \"--%.*s\"", (int)nlen, name);
+            else
+                snprintf(msg, sizeof(msg), "unknown option \"--%.*s\" for command \"%s\"",
+                         (int)nlen, name, def->name);
             return usage_error(err, def, msg);
         }
         bool takes_value = idx < 0 || def->opts[idx].metavar != NULL;

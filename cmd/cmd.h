@@ -17,11 +17,11 @@
 #define PD_CMD_MAX_POS       8
 
 /* An option of one command. */
-typedef struct pd_cmd_opt {
+typedef struct pd_cmd_optdef {
     const char *name;    /* without "--" */
     const char *metavar; /* NULL: a flag without value */
     const char *help;
-} pd_cmd_opt;
+} pd_cmd_optdef;
 
 typedef struct pd_cmd_def pd_cmd_def;
 
@@ -43,12 +43,12 @@ typedef struct pd_cmd_args {
 struct pd_cmd_def {
     const char *name;
     int (*run)(const pd_cmd_args *args); /* NULL: not built yet */
-    const char *usage;   /* after "pgdrill [GLOBAL OPTIONS] " */
-    const char *summary; /* one line for the command list */
+    const char *usage;                   /* after "pgdrill [GLOBAL OPTIONS] " */
+    const char *summary;                 /* one line for the command list */
     const char *description;
     const char *example;
     int min_positional, max_positional;
-    pd_cmd_opt opts[PD_CMD_MAX_OPTS];
+    pd_cmd_optdef opts[PD_CMD_MAX_OPTS];
 };
 
 /* The command table (main.c). */
@@ -82,5 +82,7 @@ void pd_cmd_print_help(const pd_cmd_def *def);
 extern const char pd_cmd_exit_codes_help[];
 
 int pd_cmd_check(const pd_cmd_args *args);
+int pd_cmd_init(const pd_cmd_args *args);
+int pd_cmd_key(const pd_cmd_args *args);
 
 #endif

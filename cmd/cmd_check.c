@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/pg.h"
+#include "storage/repo.h"
 #include "storage/s3.h"
 
 static json_t *
@@ -83,28 +84,43 @@ cleanup:
     return j;
 }
 
+/*
+ * A local repository: the directory must exist, and the cluster's repository
+ * must open with the configured key (a wrong key is exit 2). *exit_code is
+ * raised to the failure's exit status.
+ */
 static json_t *
-check_directory(const char *repo, char *line, size_t linesize)
+check_directory(const pd_config *cfg, const char *repo, char *line, size_t linesize, int *exit_code)
 {
+    static const char *const ciphers[] = {"none", "aes-256-gcm"};
     pd_err err = PD_ERR_INIT;
     json_t *j = json_object();
+    pd_repo *r = NULL;
     struct stat st;
 
     json_object_set_new(j, "kind", json_string("posix"));
     json_object_set_new(j, "path", json_string(repo));
     if (repo[0] != '/') {
-        pd_err_set(&err, PD_ECONFIG, "repository \"%s\" is neither an absolute path nor s3://", repo);
+        pd_err_set(&err, PD_ECONFIG, "repository \"%s\" is neither an absolute path nor s3://",
+                   repo);
     } else if (stat(repo, &st) < 0) {
         pd_err_sys(&err, PD_EIO, "could not use repository directory \"%s\"", repo);
-        pd_err_hint(&err, "create it or run pgdrill init");
+        pd_err_hint(&err, "run pgdrill init");
     } else if (!S_ISDIR(st.st_mode)) {
         pd_err_set(&err, PD_EIO, "cannot use repository \"%s\": not a directory", repo);
-    } else {
+    } else if (pd_repo_open(&r, cfg, &err) == 0) {
         json_object_set_new(j, "ok", json_true());
-        snprintf(line, linesize, "repository: ok, directory %s", repo);
+        json_object_set_new(j, "cipher", json_string(ciphers[pd_repo_cipher(r)]));
+        json_object_set_new(j, "key_verified", json_boolean(pd_repo_cipher(r) != PD_CIPHER_NONE));
+        snprintf(line, linesize, "repository: ok, directory %s, encryption %s%s", repo,
+                 ciphers[pd_repo_cipher(r)],
+                 pd_repo_cipher(r) != PD_CIPHER_NONE ? ", key verified" : "");
+        pd_repo_free(r);
         return j;
     }
     pd_log_err(&err);
+    if (pd_err_exit_code(err.code) > *exit_code)
+        *exit_code = pd_err_exit_code(err.code);
     json_object_set_new(j, "ok", json_false());
     json_object_set_new(j, "error", json_string(err.msg));
     snprintf(line, linesize, "repository: FAILED");
@@ -119,6 +135,7 @@ pd_cmd_check(const pd_cmd_args *args)
     char pg_line[512], repo_line[512];
     json_t *doc = NULL, *pg, *repo;
     const char *repo_path;
+    int exit_code = PD_EXIT_OK;
     int rc;
 
     if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
@@ -128,7 +145,7 @@ pd_cmd_check(const pd_cmd_args *args)
     if (strncmp(repo_path, "s3://", 5) == 0)
         repo = check_s3(cfg, repo_path, repo_line, sizeof(repo_line));
     else
-        repo = check_directory(repo_path, repo_line, sizeof(repo_line));
+        repo = check_directory(cfg, repo_path, repo_line, sizeof(repo_line), &exit_code);
     bool ok = json_is_true(json_object_get(pg, "ok")) && json_is_true(json_object_get(repo, "ok"));
 
     if (pd_cmd_flag(args, "json")) {
@@ -146,5 +163,7 @@ pd_cmd_check(const pd_cmd_args *args)
         json_decref(repo);
     }
     pd_config_free(cfg);
-    return ok ? PD_EXIT_OK : PD_EXIT_FAIL;
+    if (!ok && exit_code == PD_EXIT_OK)
+        exit_code = PD_EXIT_FAIL;
+    return exit_code;
 }

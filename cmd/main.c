@@ -13,30 +13,45 @@
 #include "common/version.h"
 
 static const pd_cmd_def commands[] = {
-    {"init", NULL, "init [--generate-key-file PATH]", "create the repository for a cluster",
+    {"init",
+     pd_cmd_init,
+     "init [--generate-key-file PATH]",
+     "create the repository for a cluster",
      "Creates <repo>/<cluster>/repo.json with the repository's cipher, compression and key\n"
      "check value. Refuses an existing repository.",
      "pgdrill --cluster main init --generate-key-file /etc/pgdrill/main.key",
-     0, 0,
+     0,
+     0,
      {{"generate-key-file", "PATH", "create a new 32-byte key file (mode 0600) and use it"}}},
-    {"backup", NULL, "backup [--type physical|logical]", "take a backup and commit it",
+    {"backup",
+     NULL,
+     "backup [--type physical|logical]",
+     "take a backup and commit it",
      "Streams a base backup (or pg_dump output) through compression and encryption into the\n"
      "repository; the backup is committed only when every object is stored and verified.",
      "pgdrill --cluster main backup --type physical",
-     0, 0,
+     0,
+     0,
      {{"type", "TYPE", "physical (default) or logical"},
       {"ignore-checksum-failures", NULL, "do not fail on page checksum failures"}}},
-    {"list", NULL, "list [--json]", "list backups with state, times, LSNs, sizes, last drill",
+    {"list",
+     NULL,
+     "list [--json]",
+     "list backups with state, times, LSNs, sizes, last drill",
      "Lists the cluster's backups, complete and incomplete, oldest first.",
      "pgdrill --cluster main list --json",
-     0, 0,
+     0,
+     0,
      {{"json", NULL, "one JSON document on stdout"}}},
-    {"restore", NULL, "restore --target-dir DIR [--backup ID|latest] [TARGET OPTIONS]",
+    {"restore",
+     NULL,
+     "restore --target-dir DIR [--backup ID|latest] [TARGET OPTIONS]",
      "restore a backup into a directory, optionally to a point in time",
      "Restores a physical backup into an empty directory, optionally with a recovery target.",
      "pgdrill --cluster main restore --target-dir /srv/restore --target-time '2026-11-24 "
      "02:00:00+00'",
-     0, 0,
+     0,
+     0,
      {{"target-dir", "DIR", "empty directory to restore into"},
       {"backup", "ID", "backup ID or \"latest\" (default)"},
       {"target-time", "TIME", "recover up to this time"},
@@ -46,57 +61,85 @@ static const pd_cmd_def commands[] = {
       {"target", "immediate", "stop as soon as the backup is consistent"},
       {"target-action", "ACTION", "pause, promote or shutdown"},
       {"dry-run", NULL, "say what would be done, write nothing"}}},
-    {"verify", NULL, "verify [--backup ID|latest|all]",
+    {"verify",
+     NULL,
+     "verify [--backup ID|latest|all]",
      "read every object back and check hashes and tags",
      "Reads every object of a backup back through decryption and decompression and checks\n"
      "its hashes and authentication tags without restoring.",
      "pgdrill --cluster main verify --backup all",
-     0, 0,
+     0,
+     0,
      {{"backup", "ID", "backup ID, \"latest\" (default) or \"all\""},
       {"json", NULL, "one JSON document on stdout"}}},
-    {"drill", NULL, "drill [--backup ID|latest] [--keep] [--json]",
+    {"drill",
+     NULL,
+     "drill [--backup ID|latest] [--keep] [--json]",
      "restore into a scratch instance, recover, run checks, report",
      "Restores a backup into an isolated scratch instance, replays WAL, runs the checks and\n"
      "records the measured recovery time.",
      "pgdrill --cluster main drill --backup latest --json",
-     0, 0,
+     0,
+     0,
      {{"backup", "ID", "backup ID or \"latest\" (default)"},
       {"keep", NULL, "keep the scratch instance for debugging"},
       {"json", NULL, "one JSON document on stdout"}}},
-    {"archive-push", NULL, "archive-push PATH", "archive one WAL file (archive_command)",
+    {"archive-push",
+     NULL,
+     "archive-push PATH",
+     "archive one WAL file (archive_command)",
      "Compresses, encrypts and stores one WAL file; returns 0 only once it is durably stored.",
      "archive_command = 'pgdrill --cluster main archive-push %p'",
-     1, 1,
+     1,
+     1,
      {{NULL, NULL, NULL}}},
-    {"archive-get", NULL, "archive-get NAME PATH", "fetch one WAL file (restore_command)",
+    {"archive-get",
+     NULL,
+     "archive-get NAME PATH",
+     "fetch one WAL file (restore_command)",
      "Fetches, verifies and decrypts one archived WAL file to PATH; exits 1 quietly when the\n"
      "file is not in the archive.",
      "restore_command = 'pgdrill --cluster main archive-get %f %p'",
-     2, 2,
+     2,
+     2,
      {{NULL, NULL, NULL}}},
-    {"expire", NULL, "expire [--dry-run]", "apply retention to backups and WAL",
+    {"expire",
+     NULL,
+     "expire [--dry-run]",
+     "apply retention to backups and WAL",
      "Removes backups and WAL beyond retention-full / retention-days.",
      "pgdrill --cluster main expire --dry-run",
-     0, 0,
+     0,
+     0,
      {{"dry-run", NULL, "print what would be removed, remove nothing"}}},
-    {"key", NULL, "key rotate --new-key-file FILE", "rewrap every data key under a new master key",
+    {"key",
+     pd_cmd_key,
+     "key rotate --new-key-file FILE",
+     "rewrap every data key under a new master key",
      "Rewraps every data key under a new master key; only metadata is rewritten.",
      "pgdrill --cluster main key rotate --new-key-file /etc/pgdrill/main.key.new",
-     1, 1,
+     1,
+     1,
      {{"new-key-file", "FILE", "the new master key file (mode 0600)"}}},
-    {"status", NULL, "status [--json|--prometheus]",
+    {"status",
+     NULL,
+     "status [--json|--prometheus]",
      "health from the repository: backup age, archive lag, last drill",
      "Reports the last backup's age, WAL archive lag, the last drill and the repository size.",
      "pgdrill --cluster main status --prometheus > /var/lib/node_exporter/pgdrill.prom",
-     0, 0,
+     0,
+     0,
      {{"json", NULL, "one JSON document on stdout"},
       {"prometheus", NULL, "Prometheus text exposition format"}}},
-    {"check", pd_cmd_check, "check [--json]",
+    {"check",
+     pd_cmd_check,
+     "check [--json]",
      "check the configuration, the PostgreSQL connection and the repository",
      "Loads the configuration, connects to PostgreSQL and reports its version, and checks\n"
      "that the repository (directory or S3 endpoint) is reachable.",
      "pgdrill --cluster main check --json",
-     0, 0,
+     0,
+     0,
      {{"json", NULL, "one JSON document on stdout"}}},
 };
 
@@ -108,6 +151,9 @@ pd_cmd_find(const char *name)
             return &commands[i];
     return NULL;
 }
+
+/* Pseudo-command for the options before the command: globals and config keys only. */
+static const pd_cmd_def global_def = {"", NULL, "", "", "", "", 0, 0, {{NULL, NULL, NULL}}};
 
 static void
 print_main_help(void)
@@ -136,8 +182,8 @@ not_built(const pd_cmd_def *def)
 {
     pd_err err = PD_ERR_INIT;
 
-    pd_err_set(&err, PD_ENOTIMPL, "command \"%s\" is not implemented yet in pgdrill %s",
-               def->name, PD_VERSION);
+    pd_err_set(&err, PD_ENOTIMPL, "command \"%s\" is not implemented yet in pgdrill %s", def->name,
+               PD_VERSION);
     pd_err_hint(&err, "see README.md, \"What works today\"");
     return pd_cmd_fail(&err);
 }
@@ -155,31 +201,24 @@ main(int argc, char **argv)
     pd_log_init();
     pd_json_init();
 
-    // Global options before the command.
+    // Global options before the command: the same parser as after it.
     for (; i < argc && argv[i][0] == '-'; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             print_main_help();
             return PD_EXIT_OK;
-        } else if (strcmp(a, "--version") == 0) {
+        }
+        if (strcmp(argv[i], "--version") == 0) {
             printf("pgdrill %s\n", PD_VERSION);
             return PD_EXIT_OK;
-        } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
-            args.quiet = true;
-        } else if ((strcmp(a, "--config") == 0 || strcmp(a, "--cluster") == 0) && i + 1 < argc) {
-            if (a[4] == 'f')
-                args.config_path = argv[++i];
-            else
-                args.cluster = argv[++i];
-        } else if (strncmp(a, "--config=", 9) == 0) {
-            args.config_path = a + 9;
-        } else if (strncmp(a, "--cluster=", 10) == 0) {
-            args.cluster = a + 10;
-        } else {
-            pd_err_set(&err, PD_EUSAGE, "unknown or incomplete global option \"%s\"", a);
-            pd_err_hint(&err, "see \"pgdrill --help\"");
-            return pd_cmd_fail(&err);
         }
+        // A global option with a separate value takes the next word too.
+        int n = 1;
+        if (strchr(argv[i], '=') == NULL && strcmp(argv[i], "--quiet") != 0 &&
+            strcmp(argv[i], "-q") != 0)
+            n = i + 1 < argc ? 2 : 1;
+        if (pd_cmd_parse(&args, &global_def, n, argv + i, &err) < 0)
+            return pd_cmd_fail(&err);
+        i += n - 1;
     }
     if (i >= argc) {
         pd_err_set(&err, PD_EUSAGE, "no command given");

@@ -21,7 +21,7 @@
 typedef struct pd_config pd_config;
 
 typedef struct pd_config_override {
-    const char *key;   /* without the leading "--" */
+    const char *key; /* without the leading "--" */
     const char *value;
 } pd_config_override;
 
@@ -48,7 +48,10 @@ typedef struct pd_config_opts {
     size_t n_overrides;
 } pd_config_opts;
 
-#define PD_CONFIG_OPTS_INIT {NULL, NULL, NULL, 0}
+#define PD_CONFIG_OPTS_INIT \
+    {                       \
+        NULL, NULL, NULL, 0 \
+    }
 
 /*
  * Loads and validates the configuration. On success *out owns a config freed

@@ -11,7 +11,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 
-#define PD_MUST_CHECK  __attribute__((warn_unused_result))
+#define PD_MUST_CHECK   __attribute__((warn_unused_result))
 #define PD_PRINTF(f, a) __attribute__((format(printf, f, a)))
 
 /* Error codes. Add one only where a caller acts differently on it. */
@@ -48,7 +48,10 @@ typedef struct pd_err {
     char hint[PD_ERR_HINT_MAX];
 } pd_err;
 
-#define PD_ERR_INIT {0, 0, "", ""}
+#define PD_ERR_INIT  \
+    {                \
+        0, 0, "", "" \
+    }
 
 /*
  * Sets err (which may be NULL) and returns code. The message is lowercase,

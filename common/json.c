@@ -28,8 +28,7 @@ pd_json_time(time_t t)
 }
 
 int
-pd_json_parse(json_t **out, const char *buf, size_t len, size_t max, const char *what,
-              pd_err *err)
+pd_json_parse(json_t **out, const char *buf, size_t len, size_t max, const char *what, pd_err *err)
 {
     json_error_t jerr;
 
@@ -39,7 +38,8 @@ pd_json_parse(json_t **out, const char *buf, size_t len, size_t max, const char 
                           what, len, max);
     *out = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (*out == NULL)
-        return pd_err_set(err, PD_ECORRUPT, "cannot read %s: malformed JSON at line %d column %d: %s",
-                          what, jerr.line, jerr.column, jerr.text);
+        return pd_err_set(err, PD_ECORRUPT,
+                          "cannot read %s: malformed JSON at line %d column %d: %s", what,
+                          jerr.line, jerr.column, jerr.text);
     return 0;
 }

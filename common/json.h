@@ -6,10 +6,9 @@
 #ifndef PGDRILL_COMMON_JSON_H
 #define PGDRILL_COMMON_JSON_H
 
+#include <jansson.h>
 #include <stdio.h>
 #include <time.h>
-
-#include <jansson.h>
 
 #include "common/err.h"
 

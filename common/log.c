@@ -244,13 +244,13 @@ pd_log_msg(pd_log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
-#define DEFINE_LOG_FN(fn, lvl)                                                                     \
-    void fn(const char *fmt, ...)                                                                  \
-    {                                                                                              \
-        va_list ap;                                                                                \
-        va_start(ap, fmt);                                                                         \
-        vlog(lvl, fmt, ap);                                                                        \
-        va_end(ap);                                                                                \
+#define DEFINE_LOG_FN(fn, lvl)    \
+    void fn(const char *fmt, ...) \
+    {                             \
+        va_list ap;               \
+        va_start(ap, fmt);        \
+        vlog(lvl, fmt, ap);       \
+        va_end(ap);               \
     }
 
 DEFINE_LOG_FN(pd_log_error, PD_LOG_ERROR)

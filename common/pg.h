@@ -18,15 +18,18 @@
 typedef struct pd_pg pd_pg;
 
 typedef struct pd_pg_opts {
-    const char *host;     /* socket directory or host name; NULL: libpq default */
-    long port;            /* 0: libpq default */
-    const char *user;     /* NULL: libpq default */
-    const char *dbname;   /* NULL: libpq default */
-    bool replication;     /* a physical replication connection */
-    int connect_timeout;  /* seconds; 0: 10 */
+    const char *host;    /* socket directory or host name; NULL: libpq default */
+    long port;           /* 0: libpq default */
+    const char *user;    /* NULL: libpq default */
+    const char *dbname;  /* NULL: libpq default */
+    bool replication;    /* a physical replication connection */
+    int connect_timeout; /* seconds; 0: 10 */
 } pd_pg_opts;
 
-#define PD_PG_OPTS_INIT {NULL, 0, NULL, NULL, false, 0}
+#define PD_PG_OPTS_INIT               \
+    {                                 \
+        NULL, 0, NULL, NULL, false, 0 \
+    }
 
 /* Fills opts from the cluster's configuration (borrowed strings from cfg). */
 void pd_pg_opts_from_config(pd_pg_opts *opts, const pd_config *cfg);

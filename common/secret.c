@@ -21,9 +21,9 @@ struct pd_secret {
     unsigned char *data;
 };
 
-#define REGISTRY_MAX    64
-#define REDACT_MIN_LEN  4
-#define REDACTED        "[redacted]"
+#define REGISTRY_MAX   64
+#define REDACT_MIN_LEN 4
+#define REDACTED       "[redacted]"
 
 static const pd_secret *registry[REGISTRY_MAX];
 
@@ -103,8 +103,8 @@ pd_secret_read_file(pd_secret **out, const char *path, size_t max, int strip_new
     }
     if ((size_t)st.st_size > max) {
         rc = pd_err_set(err, PD_ECONFIG,
-                        "cannot use secret file \"%s\": %lld bytes, more than the %zu allowed", path,
-                        (long long)st.st_size, max);
+                        "cannot use secret file \"%s\": %lld bytes, more than the %zu allowed",
+                        path, (long long)st.st_size, max);
         goto cleanup;
     }
     buf = pd_malloc(max + 1);
@@ -167,8 +167,7 @@ match_at(const char *text, size_t avail)
 {
     for (size_t i = 0; i < REGISTRY_MAX; i++) {
         const pd_secret *s = registry[i];
-        if (s && s->len >= REDACT_MIN_LEN && s->len <= avail &&
-            memcmp(text, s->data, s->len) == 0)
+        if (s && s->len >= REDACT_MIN_LEN && s->len <= avail && memcmp(text, s->data, s->len) == 0)
             return s;
     }
     return NULL;

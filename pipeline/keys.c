@@ -83,8 +83,8 @@ pd_key_file_read(pd_secret **out, const char *path, pd_err *err)
 }
 
 int
-pd_key_from_passphrase(pd_secret **out, const pd_secret *passphrase,
-                       const pd_scrypt_params *params, pd_err *err)
+pd_key_from_passphrase(pd_secret **out, const pd_secret *passphrase, const pd_scrypt_params *params,
+                       pd_err *err)
 {
     unsigned char k[PD_KEY_SIZE];
     OSSL_PARAM ps[6], *p = ps;
@@ -95,9 +95,8 @@ pd_key_from_passphrase(pd_secret **out, const pd_secret *passphrase,
     int ok;
 
     *out = NULL;
-    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PASSWORD,
-                                             (void *)pd_secret_data(passphrase),
-                                             pd_secret_len(passphrase));
+    *p++ = OSSL_PARAM_construct_octet_string(
+        OSSL_KDF_PARAM_PASSWORD, (void *)pd_secret_data(passphrase), pd_secret_len(passphrase));
     *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)params->salt,
                                              sizeof(params->salt));
     *p++ = OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_SCRYPT_N, &n);
@@ -183,7 +182,8 @@ pd_key_unwrap(pd_secret **out, const pd_secret *master,
     memcpy(tag, wrapped + 12 + PD_KEY_SIZE, 16);
     // The id inside the AAD is the unwrapped key's own; decrypt first, then
     // verify the tag over the AAD computed from the result.
-    ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, pd_secret_data(master), wrapped) == 1;
+    ok = ctx &&
+         EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, pd_secret_data(master), wrapped) == 1;
     if (ok) {
         // GCM is CTR mode: decrypt with the tag unverified, then recompute.
         ok = EVP_DecryptUpdate(ctx, k, &outl, wrapped + 12, PD_KEY_SIZE) == 1;
@@ -196,7 +196,8 @@ pd_key_unwrap(pd_secret **out, const pd_secret *master,
         wrap_aad(aad, id);
         ctx = EVP_CIPHER_CTX_new();
         ok = ctx &&
-             EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, pd_secret_data(master), wrapped) == 1 &&
+             EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, pd_secret_data(master), wrapped) ==
+                 1 &&
              EVP_DecryptUpdate(ctx, NULL, &outl, aad, sizeof(aad)) == 1 &&
              EVP_DecryptUpdate(ctx, k, &outl, wrapped + 12, PD_KEY_SIZE) == 1 &&
              EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) == 1 &&

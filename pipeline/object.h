@@ -15,7 +15,7 @@
 #include "common/secret.h"
 #include "pipeline/stage.h"
 
-#define PD_OBJ_MAGIC          "PGDRILL"  /* 7 bytes + NUL = 8 */
+#define PD_OBJ_MAGIC          "PGDRILL" /* 7 bytes + NUL = 8 */
 #define PD_OBJ_VERSION        1
 #define PD_OBJ_HEADER_SIZE    56
 #define PD_OBJ_FRAME_SIZE     (1024 * 1024)     /* default plaintext bytes per frame */
@@ -36,17 +36,19 @@ typedef enum pd_compression {
 } pd_compression;
 
 typedef struct pd_obj_write_opts {
-    const char *identity;     /* repository-relative name, bound into every frame */
+    const char *identity; /* repository-relative name, bound into every frame */
     pd_compression compression;
     pd_zstd_opts zstd;
     pd_cipher cipher;
-    const pd_secret *data_key; /* PD_KEY_SIZE bytes; borrowed; NULL with PD_CIPHER_NONE */
+    const pd_secret *data_key;   /* PD_KEY_SIZE bytes; borrowed; NULL with PD_CIPHER_NONE */
     const unsigned char *key_id; /* PD_KEY_ID_SIZE bytes naming data_key; borrowed */
     size_t frame_size;           /* 0: PD_OBJ_FRAME_SIZE */
 } pd_obj_write_opts;
 
-#define PD_OBJ_WRITE_OPTS_INIT                                                                     \
-    {NULL, PD_COMPRESSION_ZSTD, PD_ZSTD_OPTS_INIT, PD_CIPHER_AES_256_GCM, NULL, NULL, 0}
+#define PD_OBJ_WRITE_OPTS_INIT                                                             \
+    {                                                                                      \
+        NULL, PD_COMPRESSION_ZSTD, PD_ZSTD_OPTS_INIT, PD_CIPHER_AES_256_GCM, NULL, NULL, 0 \
+    }
 
 /*
  * The writing chain: [zstd ->] seal -> next. Takes ownership of next, also on
@@ -70,7 +72,10 @@ typedef struct pd_obj_read_opts {
     void *payload;
 } pd_obj_read_opts;
 
-#define PD_OBJ_READ_OPTS_INIT {NULL, PD_CIPHER_AES_256_GCM, NULL, NULL}
+#define PD_OBJ_READ_OPTS_INIT                   \
+    {                                           \
+        NULL, PD_CIPHER_AES_256_GCM, NULL, NULL \
+    }
 
 /*
  * The reading chain: open -> [unzstd, as the header says ->] next. Takes

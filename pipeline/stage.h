@@ -38,8 +38,8 @@ typedef struct pd_stage_ops {
 struct pd_stage {
     const pd_stage_ops *ops;
     pd_stage *next;
-    int rc;        /* sticky failure code, 0 while healthy */
-    bool finished; /* finish() ran (successfully or not) */
+    int rc;         /* sticky failure code, 0 while healthy */
+    bool finished;  /* finish() ran (successfully or not) */
     pd_err failure; /* the message of the sticky failure */
 };
 
@@ -66,8 +66,7 @@ PD_MUST_CHECK int pd_stage_forward_finish(pd_stage *s, pd_err *err);
  */
 typedef int (*pd_sink_write_fn)(void *payload, const void *buf, size_t len, pd_err *err);
 typedef int (*pd_sink_finish_fn)(void *payload, pd_err *err);
-pd_stage *pd_stage_sink_new(pd_sink_write_fn write_fn, pd_sink_finish_fn finish_fn,
-                            void *payload);
+pd_stage *pd_stage_sink_new(pd_sink_write_fn write_fn, pd_sink_finish_fn finish_fn, void *payload);
 
 /* A sink that discards everything (verify reads to nowhere). */
 pd_stage *pd_stage_null_new(void);
@@ -84,7 +83,10 @@ typedef struct pd_zstd_opts {
     int workers; /* zstd worker threads: 0 none (compress on the caller's thread) */
 } pd_zstd_opts;
 
-#define PD_ZSTD_OPTS_INIT {3, 0}
+#define PD_ZSTD_OPTS_INIT \
+    {                     \
+        3, 0              \
+    }
 
 /* zstd compression; PD_EFAIL on a libzstd failure. */
 PD_MUST_CHECK int pd_stage_zstd_new(pd_stage **out, const pd_zstd_opts *opts, pd_stage *next,

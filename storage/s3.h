@@ -16,7 +16,10 @@ typedef struct pd_s3_probe_opts {
     long timeout;         /* seconds for the whole request; 0: 30 */
 } pd_s3_probe_opts;
 
-#define PD_S3_PROBE_OPTS_INIT {NULL, true, NULL, 0}
+#define PD_S3_PROBE_OPTS_INIT \
+    {                         \
+        NULL, true, NULL, 0   \
+    }
 
 /*
  * Sends one unauthenticated GET to the endpoint and reports the HTTP status:

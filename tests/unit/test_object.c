@@ -124,8 +124,8 @@ encode(membuf *out, const unsigned char *data, size_t len, size_t chunk, pd_comp
     wo.cipher = cipher;
     wo.data_key = cipher ? data_key : NULL;
     wo.key_id = key_id;
-    assert_int_equal(pd_obj_writer_new(&w, &wo, pd_stage_sink_new(mem_write, mem_finish, out), &err),
-                     0);
+    assert_int_equal(
+        pd_obj_writer_new(&w, &wo, pd_stage_sink_new(mem_write, mem_finish, out), &err), 0);
     assert_int_equal(feed(w, data, len, chunk, &err), 0);
     assert_int_equal(out->finished, 1);
     pd_stage_free(w);
@@ -275,13 +275,20 @@ test_object_tamper_bit_flip_anywhere(void **state)
     // Intact case passes first.
     membuf dec;
     pd_err err = PD_ERR_INIT;
-    assert_int_equal(decode(&dec, enc.data, enc.len, 65536, PD_CIPHER_AES_256_GCM,
-                            "backups/A/base.tar", &err),
-                     0);
+    assert_int_equal(
+        decode(&dec, enc.data, enc.len, 65536, PD_CIPHER_AES_256_GCM, "backups/A/base.tar", &err),
+        0);
     pd_free(dec.data);
     // Header, a length field, a body byte, a tag byte, the last frame.
-    const size_t spots[] = {3, 9, 20, 40, HDR + 1, HDR + 4 + 100, HDR + FRAME_OUT - 1,
-                            HDR + 2 * FRAME_OUT + 4 + 5, enc.len - 1};
+    const size_t spots[] = {3,
+                            9,
+                            20,
+                            40,
+                            HDR + 1,
+                            HDR + 4 + 100,
+                            HDR + FRAME_OUT - 1,
+                            HDR + 2 * FRAME_OUT + 4 + 5,
+                            enc.len - 1};
     for (size_t i = 0; i < PD_ARRAY_LEN(spots); i++) {
         enc.data[spots[i]] ^= 0x10;
         expect_corrupt(enc.data, enc.len, "backups/A/base.tar", NULL);
@@ -375,8 +382,8 @@ test_object_wrong_key(void **state)
     memset(&dec, 0, sizeof(dec));
     ro.identity = "backups/A/base.tar";
     ro.lookup = lookup_other;
-    assert_int_equal(pd_obj_reader_new(&r, &ro, pd_stage_sink_new(mem_write, mem_finish, &dec), &err),
-                     0);
+    assert_int_equal(
+        pd_obj_reader_new(&r, &ro, pd_stage_sink_new(mem_write, mem_finish, &dec), &err), 0);
     assert_int_equal(feed(r, enc.data, enc.len, 1 << 20, &err), PD_ECORRUPT);
     assert_int_equal(dec.len, 0);
     pd_stage_free(r);

@@ -1,0 +1,75 @@
+/*
+ * A cluster's repository: <repo>/<cluster>/repo.json (format, cipher,
+ * compression, KDF parameters, the master key's id and check value, a MAC
+ * over all of it) and the keyring <repo>/<cluster>/keys/<key id>.json of data
+ * keys wrapped by the master key. Opening a repository verifies the master
+ * key against the check value before anything else is read or written, so a
+ * wrong key fails at once (PD_ECONFIG, exit 2).
+ */
+#ifndef PGDRILL_STORAGE_REPO_H
+#define PGDRILL_STORAGE_REPO_H
+
+#include "common/config.h"
+#include "common/err.h"
+#include "pipeline/keys.h"
+#include "pipeline/object.h"
+#include "storage/storage.h"
+
+#define PD_REPO_FORMAT       1
+#define PD_REPO_JSON_MAX     (64 * 1024)
+#define PD_REPO_KEY_JSON_MAX (16 * 1024)
+
+typedef struct pd_repo pd_repo;
+
+typedef struct pd_repo_init_opts {
+    const char *generate_key_file;  /* create this key file and use it; NULL: use key-file */
+    const pd_scrypt_params *scrypt; /* NULL: PD_SCRYPT_N/R/P and a random salt */
+} pd_repo_init_opts;
+
+#define PD_REPO_INIT_OPTS_INIT \
+    {                          \
+        NULL, NULL             \
+    }
+
+/*
+ * Creates <repo>/<cluster>/repo.json. PD_ECONFIG when the repository exists
+ * already or the key settings are missing or conflicting; *summary (caller
+ * frees) describes what was created for the command's output.
+ */
+PD_MUST_CHECK int pd_repo_init(char **summary, const pd_config *cfg, const pd_repo_init_opts *opts,
+                               pd_err *err);
+
+/* Opens and verifies the cluster's repository (key check, MAC). */
+PD_MUST_CHECK int pd_repo_open(pd_repo **out, const pd_config *cfg, pd_err *err);
+
+void pd_repo_free(pd_repo *r);
+
+/* Borrowed: the storage, the cluster's path prefix ("<cluster>/"), settings. */
+pd_storage *pd_repo_storage(pd_repo *r);
+const char *pd_repo_cluster(const pd_repo *r);
+pd_cipher pd_repo_cipher(const pd_repo *r);
+pd_compression pd_repo_compression(const pd_repo *r);
+int pd_repo_compression_level(const pd_repo *r);
+
+/*
+ * Creates a data key, wraps it under the master key and commits it to the
+ * keyring. *key is borrowed from r and valid until pd_repo_free; id is the
+ * key id that object headers carry. With encryption off: *key NULL, id zero.
+ */
+PD_MUST_CHECK int pd_repo_new_data_key(pd_repo *r, const pd_secret **key,
+                                       unsigned char id[PD_KEY_ID_SIZE], pd_err *err);
+
+/* pd_key_lookup_fn for object readers: payload is the pd_repo. */
+int pd_repo_key_lookup(void *payload, const unsigned char id[PD_KEY_ID_SIZE], const pd_secret **key,
+                       pd_err *err);
+
+/*
+ * Rewraps every data key under the master key in new_key_file and switches
+ * repo.json to it; only metadata is written. Crash-safe (see repo.c): after
+ * a kill at any point the repository opens with the old key or the new one,
+ * and running the same command again completes the rotation.
+ */
+PD_MUST_CHECK int pd_repo_rotate(char **summary, const pd_config *cfg, const char *new_key_file,
+                                 pd_err *err);
+
+#endif
