@@ -101,6 +101,15 @@ PD_MUST_CHECK int pd_stage_zstd_new(pd_stage **out, const pd_zstd_opts *opts, pd
 PD_MUST_CHECK int pd_stage_unzstd_new(pd_stage **out, const char *what, pd_stage *next,
                                       pd_err *err);
 
+/*
+ * Runs next (and everything after it) on a worker thread, fed through
+ * nslots buffers of slot_size bytes (memory fixed at creation). Errors
+ * downstream come back at the next write or at finish.
+ */
+#define PD_ASYNC_SLOT  (256 * 1024)
+#define PD_ASYNC_SLOTS 4
+pd_stage *pd_stage_async_new(pd_stage *next, size_t slot_size, size_t nslots);
+
 /* Helper for hex output of digests: writes 2*len+1 bytes. */
 void pd_hex(char *out, const unsigned char *in, size_t len);
 
