@@ -44,8 +44,6 @@
  * Modes are 0600 for files and 0700 for directories whatever the umask, set
  * by fchmod after creation: a repository holds backups of the whole database.
  */
-#include "storage/storage.h"
-
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -58,12 +56,21 @@
 #include <openssl/rand.h>
 
 #include "common/mem.h"
+#include "storage/storage.h"
 
 #define FILE_MODE 0600
 #define DIR_MODE  0700
 
 /* list and remove_prefix refuse to go deeper (a symbolic link loop). */
 #define MAX_DEPTH 64
+
+/* Sets the hint of err's message and returns code (also when err is NULL). */
+static int
+hinted(pd_err *err, int code, const char *hint)
+{
+    pd_err_hint(err, "%s", hint);
+    return code;
+}
 
 typedef struct posix_storage {
     pd_storage base;
@@ -103,15 +110,16 @@ sys_fail(pd_err *err, const pd_storage *st, const char *verb, const char *path, 
     case EDQUOT:
         pd_err_sys(err, PD_EIO, "repository \"%s\" is full: could not %s \"%s\"", st->repo, verb,
                    path);
-        return pd_err_hint(err, "free space or run pgdrill expire");
+        return hinted(err, PD_EIO, "free space or run pgdrill expire");
     case EACCES:
     case EPERM:
         pd_err_sys(err, PD_EIO, "could not %s \"%s\" in repository \"%s\"", verb, path, st->repo);
-        return pd_err_hint(err, "check the owner and mode of the repository directory");
+        return hinted(err, PD_EIO, "check the owner and mode of the repository directory");
     case EROFS:
         pd_err_sys(err, PD_EIO, "could not %s \"%s\" in repository \"%s\"", verb, path, st->repo);
-        return pd_err_hint(err, "remount the file system read-write or point repo at a writable "
-                                "directory");
+        return hinted(err, PD_EIO,
+                      "remount the file system read-write or point repo at a writable "
+                      "directory");
     default:
         return pd_err_sys(err, PD_EIO, "could not %s \"%s\" in repository \"%s\"", verb, path,
                           st->repo);
@@ -238,8 +246,8 @@ posix_open_read(pd_reader **out, pd_storage *st, const char *path, pd_err *err)
         if (S_ISDIR(sb.st_mode)) // a directory is a prefix, not an object
             return pd_storage_err_notfound(err, st, path);
         return pd_err_set(err, PD_EIO,
-                          "cannot read \"%s\" in repository \"%s\": it is not a regular file",
-                          path, st->repo);
+                          "cannot read \"%s\" in repository \"%s\": it is not a regular file", path,
+                          st->repo);
     }
     posix_reader *pr = pd_calloc(1, sizeof(*pr));
     pd_reader_init(&pr->base, &posix_reader_ops, st, path);
@@ -495,7 +503,7 @@ walk_dir(walk *w, int dirfd, size_t len, int depth, pd_err *err)
             if ((rc = walk_dir(w, sub, plen, depth + 1, err)) < 0)
                 break;
         }
-    next:
+next:
         w->path[len] = '\0';
     }
     closedir(dir);
@@ -733,16 +741,17 @@ pd_storage_posix_open(pd_storage **out, const char *root, const char *repo, pd_e
         switch (errno) {
         case ENOENT:
             pd_err_sys(err, PD_ENOTFOUND, "cannot open repository \"%s\"", repo);
-            return pd_err_hint(err, "create the directory (mode 0700, owned by the user running "
-                                    "pgdrill) or correct repo");
+            return hinted(err, PD_ENOTFOUND,
+                          "create the directory (mode 0700, owned by the user running "
+                          "pgdrill) or correct repo");
         case ENOTDIR:
             pd_err_set(err, PD_ECONFIG, "cannot open repository \"%s\": it is not a directory",
                        repo);
-            return pd_err_hint(err, "point repo at a directory");
+            return hinted(err, PD_ECONFIG, "point repo at a directory");
         case EACCES:
         case EPERM:
             pd_err_sys(err, PD_EIO, "could not open repository \"%s\"", repo);
-            return pd_err_hint(err, "check the owner and mode of the repository directory");
+            return hinted(err, PD_EIO, "check the owner and mode of the repository directory");
         default:
             return pd_err_sys(err, PD_EIO, "could not open repository \"%s\"", repo);
         }

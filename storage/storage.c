@@ -13,6 +13,14 @@
 
 #include "common/mem.h"
 
+/* Sets the hint of err's message and returns code (also when err is NULL). */
+static int
+hinted(pd_err *err, int code, const char *hint)
+{
+    pd_err_hint(err, "%s", hint);
+    return code;
+}
+
 void
 pd_storage_init(pd_storage *st, const pd_storage_ops *ops, const char *repo)
 {
@@ -46,8 +54,8 @@ pd_writer_init(pd_writer *w, const pd_writer_ops *ops, pd_storage *st, const cha
 int
 pd_storage_err_notfound(pd_err *err, const pd_storage *st, const char *path)
 {
-    return pd_err_set(err, PD_ENOTFOUND, "object \"%s\" does not exist in repository \"%s\"",
-                      path, st->repo);
+    return pd_err_set(err, PD_ENOTFOUND, "object \"%s\" does not exist in repository \"%s\"", path,
+                      st->repo);
 }
 
 static bool
@@ -67,13 +75,12 @@ pd_storage_open(pd_storage **out, const char *repo, pd_err *err)
         // implements the ops.
         pd_err_set(err, PD_ENOTIMPL,
                    "cannot open repository \"%s\": S3 repositories are not built yet", repo);
-        return pd_err_hint(err, "use a local directory for repo");
+        return hinted(err, PD_ENOTIMPL, "use a local directory for repo");
     }
     if (!is_absolute_path(repo)) {
         pd_err_set(err, PD_ECONFIG,
-                   "bad repository \"%s\": it is neither an absolute path nor an s3:// URL",
-                   repo);
-        return pd_err_hint(err, "write repo as /path/to/repository or s3://bucket/prefix");
+                   "bad repository \"%s\": it is neither an absolute path nor an s3:// URL", repo);
+        return hinted(err, PD_ECONFIG, "write repo as /path/to/repository or s3://bucket/prefix");
     }
 
     // "/backup/" and "/backup" are one repository; keep "/" itself.
@@ -134,8 +141,7 @@ pd_storage_check_path(const char *path, pd_err *err)
         if (seg == 0 && c == '.') {
             // Covers "." and "..", and keeps object names apart from the
             // drivers' temporary files (".<name>.tmp.<random>").
-            if ((p[1] == '.' && (p[2] == '/' || p[2] == '\0')) ||
-                p[1] == '/' || p[1] == '\0')
+            if ((p[1] == '.' && (p[2] == '/' || p[2] == '\0')) || p[1] == '/' || p[1] == '\0')
                 return bad_path(err, path, "\".\" and \"..\" segments are not allowed");
             return bad_path(err, path, "a segment may not start with '.'");
         }
@@ -239,8 +245,8 @@ pd_storage_read_all(pd_storage *st, const char *path, size_t max, char **buf, si
         if (used == cap) {
             if (cap == max + 1) {
                 rc = pd_err_set(err, PD_ECORRUPT,
-                                "object \"%s\" in repository \"%s\" is larger than %zu bytes",
-                                path, st->repo, max);
+                                "object \"%s\" in repository \"%s\" is larger than %zu bytes", path,
+                                st->repo, max);
                 goto cleanup;
             }
             cap = cap > (max + 1) / 2 ? max + 1 : cap * 2;
@@ -266,8 +272,8 @@ cleanup:
 /* ---- writing ---- */
 
 int
-pd_storage_open_write(pd_writer **out, pd_storage *st, const char *path,
-                      const pd_writer_opts *opts, pd_err *err)
+pd_storage_open_write(pd_writer **out, pd_storage *st, const char *path, const pd_writer_opts *opts,
+                      pd_err *err)
 {
     int rc;
 

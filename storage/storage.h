@@ -46,7 +46,10 @@ typedef struct pd_writer_opts {
     bool no_overwrite;
 } pd_writer_opts;
 
-#define PD_WRITER_OPTS_INIT {false}
+#define PD_WRITER_OPTS_INIT \
+    {                       \
+        false               \
+    }
 
 /*
  * Called once per object by pd_storage_list(). Returns 0 to go on, or a
@@ -161,7 +164,8 @@ pd_stage *pd_storage_writer_stage(pd_writer *w);
  * recursively, in no particular order. prefix names a directory-like level:
  * "main/wal" lists "main/wal/..." but not an object "main/wal" itself. A
  * missing prefix lists nothing and is not an error. Temporary files of
- * unfinished writers are never listed.
+ * unfinished writers are never listed, nor is anything else whose path
+ * pd_storage_check_path() would refuse (it could not be opened).
  */
 PD_MUST_CHECK int pd_storage_list(pd_storage *st, const char *prefix, pd_storage_list_fn fn,
                                   void *payload, pd_err *err);
@@ -202,8 +206,8 @@ PD_MUST_CHECK int pd_storage_free_space(pd_storage *st, uint64_t *bytes, pd_err 
 typedef struct pd_storage_ops {
     const char *name; /* "posix", "s3" */
     int (*open_read)(pd_reader **out, pd_storage *st, const char *path, pd_err *err);
-    int (*open_write)(pd_writer **out, pd_storage *st, const char *path,
-                      const pd_writer_opts *opts, pd_err *err);
+    int (*open_write)(pd_writer **out, pd_storage *st, const char *path, const pd_writer_opts *opts,
+                      pd_err *err);
     int (*list)(pd_storage *st, const char *prefix, pd_storage_list_fn fn, void *payload,
                 pd_err *err);
     /* PD_ENOTFOUND when missing; fills size and mtime. */
