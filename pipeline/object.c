@@ -197,7 +197,7 @@ seal_emit(seal_stage *s, bool last, pd_err *err)
         s->header_sent = true;
     }
     if (s->c.counter == UINT32_MAX)
-        return pd_err_set(err, PD_EFAIL, "cannot store an object of more than 2^32 frames");
+        return pd_err_set(err, PD_EFAIL, "cannot store an object of 2^32 frames or more (4 PiB)");
     put_be32(s->buf, len | (last ? LAST_FLAG : 0));
     if (crypt_frame(&s->c, 1, last, data, len, data + len) != 0)
         return crypto_fail(err, "encrypt a frame");

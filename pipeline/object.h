@@ -59,8 +59,10 @@ PD_MUST_CHECK int pd_obj_writer_new(pd_stage **out, const pd_obj_write_opts *opt
 
 /*
  * Finds the data key named by key_id for a reader. Returns 0 and a borrowed
- * key that lives as long as the reader, or PD_ECONFIG (unknown key: wrong
- * master key or missing keyring entry) with err filled.
+ * key that lives as long as the reader, or a code with err filled, chosen
+ * by the caller: the repository's keyring answers PD_ECORRUPT (the header or
+ * the keyring is damaged: a wrong master key never gets this far, it fails
+ * at pd_repo_open), a tool holding one key file may answer PD_ECONFIG.
  */
 typedef int (*pd_key_lookup_fn)(void *payload, const unsigned char key_id[PD_KEY_ID_SIZE],
                                 const pd_secret **key, pd_err *err);

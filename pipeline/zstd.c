@@ -85,6 +85,13 @@ pd_stage_zstd_new(pd_stage **out, const pd_zstd_opts *opts, pd_stage *next, pd_e
 
     pd_stage_init(&z->base, &zstd_ops, next);
     *out = &z->base;
+    // Above 19 the window outgrows what readers accept (PD_ZSTD_MAX_WINDOW_LOG).
+    if (opts->level < 1 || opts->level > 19) {
+        pd_err_set(err, PD_EFAIL, "cannot compress at zstd level %d: use 1 to 19", opts->level);
+        pd_stage_free(*out);
+        *out = NULL;
+        return PD_EFAIL;
+    }
     z->cctx = ZSTD_createCCtx();
     z->out_size = ZSTD_CStreamOutSize();
     z->out = pd_malloc(z->out_size);
@@ -127,8 +134,8 @@ unzstd_write(pd_stage *s, const void *buf, size_t len, pd_err *err)
         int rc;
 
         if (ZSTD_isError(hint))
-            return pd_err_set(err, PD_ECORRUPT, "cannot decompress %s: zstd: %s", z->what,
-                              ZSTD_getErrorName(hint));
+            return pd_err_set(err, PD_ECORRUPT, "cannot decompress object \"%s\": zstd: %s",
+                              z->what, ZSTD_getErrorName(hint));
         // A call that moved nothing says nothing about where the frame is.
         if (in.pos > before || out.pos > 0)
             z->last_hint = hint;
@@ -148,8 +155,8 @@ unzstd_finish(pd_stage *s, pd_err *err)
 
     // A nonzero hint means zstd expects more input: the stream was cut short.
     if (!z->any_input || z->last_hint != 0)
-        return pd_err_set(err, PD_ECORRUPT, "cannot decompress %s: the zstd stream is truncated",
-                          z->what);
+        return pd_err_set(err, PD_ECORRUPT,
+                          "cannot decompress object \"%s\": the zstd stream is truncated", z->what);
     return pd_stage_forward_finish(s, err);
 }
 
