@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared shell helpers for scripts/test and scripts/demo. Sourced, not run.
 #
 # pd_install_deps: as root, installs every Debian 12 package pgdrill needs to
@@ -14,7 +15,7 @@ PD_APT_PACKAGES=(
     libpq-dev libarchive-dev libcurl4-openssl-dev libssl-dev libzstd-dev
     libcmocka-dev libinih-dev libjansson-dev
     postgresql-15 # includes contrib (amcheck) on Debian 12
-    python3 python3-pytest openssl procps util-linux passwd
+    python3 python3-pytest python3-cryptography python3-zstandard zstd openssl procps util-linux passwd
 )
 
 # Commands the scripts and tests run, and the package that provides each.
@@ -58,17 +59,23 @@ pd_missing_packages() {
     echo "${missing[@]}"
 }
 
-pd_missing_commands() {
-    local entry cmd missing=()
+# Prints "command:package" for each missing command, one per line.
+pd_missing_command_list() {
+    local entry
     for entry in "${PD_COMMANDS[@]}" "node:nodejs" "npm:npm"; do
-        cmd=${entry%%:*}
-        command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd (package ${entry##*:})")
+        command -v "${entry%%:*}" >/dev/null 2>&1 || echo "$entry"
     done
     # pytest must be importable by the interpreter the tests use.
-    "$PD_PYTHON" -c 'import pytest' >/dev/null 2>&1 ||
-        missing+=("pytest for $PD_PYTHON (package python3-pytest)")
+    "$PD_PYTHON" -c 'import pytest' >/dev/null 2>&1 || echo "pytest for $PD_PYTHON:python3-pytest"
+}
+
+pd_missing_commands() {
+    local entry out=()
+    while IFS= read -r entry; do
+        out+=("${entry%%:*} (package ${entry##*:})")
+    done < <(pd_missing_command_list)
     local IFS=,
-    echo "${missing[*]}"
+    echo "${out[*]}"
 }
 
 # pd_install_deps LOGFILE: apt output goes to LOGFILE.
@@ -78,13 +85,18 @@ pd_install_deps() {
         local pkgs cmds
         pkgs=$(pd_missing_packages)
         cmds=$(pd_missing_commands)
-        if [[ -n $pkgs || -n $cmds ]]; then
+        # the packages of missing commands too, once each
+        local p apt_pkgs=$pkgs
+        for p in $(pd_missing_command_list | sed 's/.*://'); do
+            [[ " $apt_pkgs " == *" $p "* ]] || apt_pkgs="${apt_pkgs:+$apt_pkgs }$p"
+        done
+        if [[ -n $apt_pkgs ]]; then
             {
                 echo "${PD_SCRIPT:-pgdrill}: error: not running as root, so nothing can be installed, and some requirements are missing"
                 [[ -n $pkgs ]] && echo "  missing Debian packages: $pkgs"
                 [[ -n $cmds ]] && echo "  missing commands: ${cmds//,/, }"
                 echo "  install them with:"
-                echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends ${pkgs:-${PD_APT_PACKAGES[*]}}"
+                echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends $apt_pkgs"
                 echo "  or run this script as root (it installs them itself)"
             } >&2
             exit 2
@@ -114,9 +126,12 @@ pd_install_deps() {
     fi
 
     local rc=0
+    # shellcheck disable=SC2046 # pd_node_packages is zero, one or two words
     {
         apt-get update &&
-            apt-get install -y --no-install-recommends "${PD_APT_PACKAGES[@]}" $(pd_node_packages)
+            apt-get install -y --no-install-recommends \
+                -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+                "${PD_APT_PACKAGES[@]}" $(pd_node_packages)
     } >>"$log" 2>&1 || rc=$?
     [[ $made_policy == 1 ]] && rm -f /usr/sbin/policy-rc.d
     if [[ $rc -ne 0 ]]; then
@@ -130,13 +145,14 @@ pd_install_deps() {
     pd_note "packages installed: PostgreSQL $(/usr/lib/postgresql/15/bin/postgres --version | awk '{print $3}'), node $(node --version), $(cmake --version | head -n 1)"
 }
 
-# pd_build DIR LOGFILE [CMAKE ARGS...]: configures and builds with output in LOGFILE.
+# pd_build DIR LOGFILE [CMAKE ARGS...]: configures DIR and builds the pgdrill
+# binary only, with all output in LOGFILE.
 pd_build() {
     local dir=$1 log=$2
     shift 2
     if ! { cmake -S "$PD_ROOT" -B "$PD_ROOT/$dir" -DPGDRILL_PYTHON="$PD_PYTHON" "$@" &&
-        cmake --build "$PD_ROOT/$dir" -j "$(nproc)"; } >>"$log" 2>&1; then
+        cmake --build "$PD_ROOT/$dir" -j "$(nproc)" --target pgdrill; } >>"$log" 2>&1; then
         grep -E 'error|Error|ERROR' "$log" | tail -n 30 >&2 || true
-        pd_die "building $dir failed; the whole log is $log"
+        pd_die "building pgdrill in $dir/ failed; the whole log is $log"
     fi
 }
