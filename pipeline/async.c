@@ -24,6 +24,9 @@ typedef struct slot {
 
 typedef struct async_stage {
     pd_stage base;
+    pd_pull_fn consume; /* pull mode: the worker runs this instead of forwarding */
+    void *payload;
+    bool holding; /* pull mode: the consumer holds the slot at head */
     pthread_t thread;
     bool started;
     pthread_mutex_t mu;
@@ -37,6 +40,56 @@ typedef struct async_stage {
     int worker_rc;
     pd_err worker_err;
 } async_stage;
+
+/* Pull mode: the next chunk for the consumer (see pd_pull_next). */
+int
+pd_pull_next(pd_pull *p, const void **buf, size_t *len)
+{
+    async_stage *a = (async_stage *)p;
+    int more;
+
+    pthread_mutex_lock(&a->mu);
+    if (a->holding) {
+        // Release the slot handed out last time.
+        a->slots[a->head].len = 0;
+        a->head = (a->head + 1) % a->nslots;
+        a->count--;
+        a->holding = false;
+        pthread_cond_broadcast(&a->cv);
+    }
+    while (a->count == 0 && !a->finishing && !a->aborting)
+        pthread_cond_wait(&a->cv, &a->mu);
+    if (a->count > 0 && !a->aborting) {
+        *buf = a->slots[a->head].data;
+        *len = a->slots[a->head].len;
+        a->holding = true;
+        more = 1;
+    } else {
+        *buf = NULL;
+        *len = 0;
+        more = a->aborting ? -1 : 0;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return more;
+}
+
+static void *
+pull_worker(void *arg)
+{
+    async_stage *a = arg;
+    pd_err err = PD_ERR_INIT;
+    int rc = a->consume(a->payload, (pd_pull *)a, &err);
+
+    pthread_mutex_lock(&a->mu);
+    if (rc < 0) {
+        a->worker_rc = rc;
+        a->worker_err = err;
+    }
+    a->done = true;
+    pthread_cond_broadcast(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
 
 static void *
 worker(void *arg)
@@ -99,6 +152,11 @@ publish(async_stage *a, pd_err *err)
         pthread_cond_wait(&a->cv, &a->mu);
     if (a->done && a->worker_rc < 0)
         return worker_failure(a, err);
+    if (a->done) {
+        // A pull consumer that stopped early wants no more: discard.
+        a->count = 0;
+        a->slots[a->head].len = 0;
+    }
     a->fill = (a->head + a->count) % a->nslots;
     return 0;
 }
@@ -106,7 +164,7 @@ publish(async_stage *a, pd_err *err)
 static int
 start(async_stage *a, pd_err *err)
 {
-    if (pthread_create(&a->thread, NULL, worker, a) != 0)
+    if (pthread_create(&a->thread, NULL, a->consume ? pull_worker : worker, a) != 0)
         return pd_err_set(err, PD_EFAIL, "could not start a pipeline thread");
     a->started = true;
     return 0;
@@ -191,6 +249,16 @@ async_free(pd_stage *st)
 }
 
 static const pd_stage_ops async_ops = {"async", async_write, async_finish, async_free};
+
+pd_stage *
+pd_stage_pull_new(pd_pull_fn consume, void *payload, size_t slot_size, size_t nslots)
+{
+    async_stage *a = (async_stage *)pd_stage_async_new(NULL, slot_size, nslots);
+
+    a->consume = consume;
+    a->payload = payload;
+    return &a->base;
+}
 
 pd_stage *
 pd_stage_async_new(pd_stage *next, size_t slot_size, size_t nslots)

@@ -110,6 +110,20 @@ PD_MUST_CHECK int pd_stage_unzstd_new(pd_stage **out, const char *what, pd_stage
 #define PD_ASYNC_SLOTS 4
 pd_stage *pd_stage_async_new(pd_stage *next, size_t slot_size, size_t nslots);
 
+/*
+ * A sink for pull-style consumers (libarchive reads, a child's stdin):
+ * consume runs on a worker thread and takes the chain's output chunk by
+ * chunk with pd_pull_next(), in the same fixed slots as the async stage.
+ * pd_pull_next returns 1 with a chunk (valid until the next call), 0 at the
+ * end of the stream, -1 when the chain is being freed. consume's result is
+ * what finish returns; a consumer that stops early makes later writes fail
+ * with its error.
+ */
+typedef struct pd_pull pd_pull;
+typedef int (*pd_pull_fn)(void *payload, pd_pull *p, pd_err *err);
+pd_stage *pd_stage_pull_new(pd_pull_fn consume, void *payload, size_t slot_size, size_t nslots);
+int pd_pull_next(pd_pull *p, const void **buf, size_t *len);
+
 /* Helper for hex output of digests: writes 2*len+1 bytes. */
 void pd_hex(char *out, const unsigned char *in, size_t len);
 

@@ -586,6 +586,71 @@ test_object_async_free_without_finish(void **state)
     pd_stage_free(a); // joins the worker; ASan/valgrind would see a leak or race
 }
 
+/* A pull consumer hashing what it pulls; stops early after stop_after bytes if set. */
+typedef struct pull_ctx {
+    size_t got;
+    size_t stop_after;
+    unsigned char first;
+    int fail;
+} pull_ctx;
+
+static int
+consume(void *payload, pd_pull *p, pd_err *err)
+{
+    pull_ctx *c = payload;
+    const void *buf;
+    size_t len;
+    int more;
+
+    while ((more = pd_pull_next(p, &buf, &len)) > 0) {
+        if (c->got == 0 && len > 0)
+            c->first = *(const unsigned char *)buf;
+        c->got += len;
+        if (c->fail && c->got > 100000)
+            return pd_err_set(err, PD_ECORRUPT, "archive \"x\" is damaged (test)");
+        if (c->stop_after && c->got >= c->stop_after)
+            return 0;
+    }
+    return more < 0 ? PD_EFAIL : 0;
+}
+
+static void
+test_object_pull_consumer(void **state)
+{
+    size_t len = 5u << 20;
+    unsigned char *data = make_data(len, 1);
+    pd_err err = PD_ERR_INIT;
+    pull_ctx c = {0, 0, 0, 0};
+    (void)state;
+
+    pd_stage *p = pd_stage_pull_new(consume, &c, 64 * 1024, 3);
+    assert_int_equal(feed(p, data, len, 10007, &err), 0);
+    assert_int_equal(c.got, len);
+    assert_int_equal(c.first, data[0]);
+    pd_stage_free(p);
+
+    // A consumer that stops early: the rest is discarded, no error.
+    pull_ctx early = {0, 200000, 0, 0};
+    p = pd_stage_pull_new(consume, &early, 64 * 1024, 3);
+    assert_int_equal(feed(p, data, len, 65536, &err), 0);
+    assert_true(early.got >= 200000 && early.got < len);
+    pd_stage_free(p);
+
+    // A consumer that fails: its error comes back to the producer.
+    pull_ctx bad = {0, 0, 0, 1};
+    p = pd_stage_pull_new(consume, &bad, 64 * 1024, 3);
+    assert_int_equal(feed(p, data, len, 65536, &err), PD_ECORRUPT);
+    assert_non_null(strstr(err.msg, "damaged"));
+    pd_stage_free(p);
+
+    // Freed mid-stream: the consumer is told (-1) and joined.
+    pull_ctx mid = {0, 0, 0, 0};
+    p = pd_stage_pull_new(consume, &mid, 64 * 1024, 3);
+    assert_int_equal(pd_stage_write(p, data, 100000, &err), 0);
+    pd_stage_free(p);
+    pd_free(data);
+}
+
 int
 main(void)
 {
@@ -608,6 +673,7 @@ main(void)
         cmocka_unit_test(test_object_async_round_trip),
         cmocka_unit_test(test_object_async_downstream_failure),
         cmocka_unit_test(test_object_async_free_without_finish),
+        cmocka_unit_test(test_object_pull_consumer),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
