@@ -24,7 +24,7 @@ static const pd_cmd_def commands[] = {
      0,
      {{"generate-key-file", "PATH", "create a new 32-byte key file (mode 0600) and use it"}}},
     {"backup",
-     NULL,
+     pd_cmd_backup,
      "backup [--type physical|logical]",
      "take a backup and commit it",
      "Streams a base backup (or pg_dump output) through compression and encryption into the\n"
@@ -33,7 +33,8 @@ static const pd_cmd_def commands[] = {
      0,
      0,
      {{"type", "TYPE", "physical (default) or logical"},
-      {"ignore-checksum-failures", NULL, "do not fail on page checksum failures"}}},
+      {"ignore-checksum-failures", NULL, "do not have the server verify page checksums"},
+      {"json", NULL, "print the committed manifest as JSON on stdout"}}},
     {"list",
      NULL,
      "list [--json]",

@@ -43,8 +43,10 @@ struct pd_repo {
     pd_cipher cipher;
     pd_compression compression;
     int level;
+    int workers;
     pd_secret *master;
     unsigned char master_id[PD_KEY_ID_SIZE];
+    json_t *doc; /* repo.json as read */
     struct {
         unsigned char id[PD_KEY_ID_SIZE];
         pd_secret *key;
@@ -468,9 +470,13 @@ pd_repo_open(pd_repo **out, const pd_config *cfg, pd_err *err)
     }
     r->cipher = (pd_cipher)ci;
     r->compression = (pd_compression)co;
-    r->level = (int)json_integer_value(json_object_get(doc, "compression_level"));
-    if (r->level < 1 || r->level > 19)
-        r->level = 3;
+    // The level and threads are the writer's choice, from the configuration.
+    r->level = (int)pd_config_get_int(cfg, "compression-level");
+    r->workers = (int)pd_config_get_int(cfg, "compression-threads");
+    if (r->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        r->workers = n > 1 ? (int)(n > 64 ? 64 : n) : 1;
+    }
     if (r->cipher != PD_CIPHER_NONE) {
         kdf = json_object_get(doc, "kdf");
         if (kdf && kdf_parse(&sp, kdf) < 0) {
@@ -486,7 +492,7 @@ pd_repo_open(pd_repo **out, const pd_config *cfg, pd_err *err)
             goto fail;
         pd_key_id(r->master_id, r->master);
     }
-    json_decref(doc);
+    r->doc = doc;
     *out = r;
     return 0;
 fail:
@@ -503,6 +509,7 @@ pd_repo_free(pd_repo *r)
     for (size_t i = 0; i < KEY_CACHE; i++)
         pd_secret_free(r->cache[i].key);
     pd_secret_free(r->master);
+    json_decref(r->doc);
     pd_storage_free(r->st);
     pd_free(r->repo);
     pd_free(r->cluster);
@@ -537,6 +544,43 @@ int
 pd_repo_compression_level(const pd_repo *r)
 {
     return r->level;
+}
+
+int
+pd_repo_compression_workers(const pd_repo *r)
+{
+    return r->workers;
+}
+
+int
+pd_repo_bind_cluster(pd_repo *r, const char *system_identifier, int pg_version_num, pd_err *err)
+{
+    const char *have = json_string_value(json_object_get(r->doc, "system_identifier"));
+    long long have_ver = json_integer_value(json_object_get(r->doc, "pg_version"));
+    char *path, *text;
+    int rc;
+
+    if (have != NULL) {
+        if (strcmp(have, system_identifier) != 0 || have_ver != pg_version_num / 10000) {
+            pd_err_set(err, PD_ECONFIG,
+                       "repository \"%s\" cluster \"%s\" holds backups of system identifier %s "
+                       "(PostgreSQL %lld), but this server is system identifier %s (PostgreSQL %d)",
+                       r->repo, r->cluster, have, have_ver, system_identifier,
+                       pg_version_num / 10000);
+            return pd_err_hint(err, "back it up into another repository or cluster name");
+        }
+        return 0;
+    }
+    json_object_set_new(r->doc, "system_identifier", json_string(system_identifier));
+    json_object_set_new(r->doc, "pg_version", json_integer(pg_version_num / 10000));
+    if (r->master)
+        set_key_fields(r->doc, r->master);
+    text = json_dumps(r->doc, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    path = repo_path(r->cluster, "repo.json");
+    rc = put_file(r->st, path, text, false, err);
+    pd_free(text);
+    pd_free(path);
+    return rc;
 }
 
 /* Remembers an unwrapped key; the oldest entry makes room. */

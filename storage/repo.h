@@ -50,6 +50,8 @@ const char *pd_repo_cluster(const pd_repo *r);
 pd_cipher pd_repo_cipher(const pd_repo *r);
 pd_compression pd_repo_compression(const pd_repo *r);
 int pd_repo_compression_level(const pd_repo *r);
+/* zstd worker threads for writing: compression-threads, or one per core when 0. */
+int pd_repo_compression_workers(const pd_repo *r);
 
 /*
  * Creates a data key, wraps it under the master key and commits it to the
@@ -58,6 +60,14 @@ int pd_repo_compression_level(const pd_repo *r);
  */
 PD_MUST_CHECK int pd_repo_new_data_key(pd_repo *r, const pd_secret **key,
                                        unsigned char id[PD_KEY_ID_SIZE], pd_err *err);
+
+/*
+ * Fixes the repository to one cluster: the first backup records the
+ * server's system identifier and major version in repo.json; later ones
+ * must match, else PD_ECONFIG naming both.
+ */
+PD_MUST_CHECK int pd_repo_bind_cluster(pd_repo *r, const char *system_identifier,
+                                       int pg_version_num, pd_err *err);
 
 /* pd_key_lookup_fn for object readers: payload is the pd_repo. */
 int pd_repo_key_lookup(void *payload, const unsigned char id[PD_KEY_ID_SIZE], const pd_secret **key,
@@ -71,5 +81,52 @@ int pd_repo_key_lookup(void *payload, const unsigned char id[PD_KEY_ID_SIZE], co
  */
 PD_MUST_CHECK int pd_repo_rotate(char **summary, const pd_config *cfg, const char *new_key_file,
                                  pd_err *err);
+
+/* What the manifest records of each stored object. */
+typedef struct pd_object_info {
+    uint64_t size;        /* plaintext bytes */
+    uint64_t stored_size; /* bytes in the repository */
+    unsigned char sha256[32], stored_sha256[32];
+} pd_object_info;
+
+typedef struct pd_objw pd_objw;
+
+/*
+ * Opens a new object at name (cluster-relative, e.g. "backups/ID/base.tar",
+ * also its identity in the object format) with the chain
+ * count+SHA-256 -> [zstd ->] seal -> count+SHA-256 -> storage writer. key
+ * and key_id come from pd_repo_new_data_key (NULL with encryption off).
+ * no_overwrite: commit fails with PD_EEXIST if the object exists.
+ */
+PD_MUST_CHECK int pd_objw_open(pd_objw **out, pd_repo *r, const char *name, const pd_secret *key,
+                               const unsigned char *key_id, bool no_overwrite, pd_err *err);
+
+/* The head of the chain: write the object's plaintext here. Borrowed. */
+pd_stage *pd_objw_stage(pd_objw *w);
+
+/* Plaintext bytes written so far (progress). */
+uint64_t pd_objw_bytes(const pd_objw *w);
+
+/* Finishes the chain and commits the object durably; fills info. */
+PD_MUST_CHECK int pd_objw_commit(pd_objw *w, pd_object_info *info, pd_err *err);
+
+/* Frees; an object not committed is discarded (never visible). NULL is fine. */
+void pd_objw_free(pd_objw *w);
+
+/*
+ * Reads object name through count+SHA-256 -> open [-> unzstd] ->
+ * count+SHA-256 -> sink, and finishes sink (borrowed: the caller frees it).
+ * With expect, sizes and both hashes must match (PD_ECORRUPT naming the
+ * object otherwise); got (may be NULL) receives what was read.
+ */
+PD_MUST_CHECK int pd_objr_read(pd_repo *r, const char *name, const pd_object_info *expect,
+                               pd_stage *sink, pd_object_info *got, pd_err *err);
+
+/* Small objects (metadata): reads a whole object of at most max plaintext bytes. */
+PD_MUST_CHECK int pd_objr_read_all(pd_repo *r, const char *name, size_t max, char **buf,
+                                   size_t *len, pd_err *err);
+
+/* The storage path of a cluster-relative name ("<cluster>/<name>"), a new string. */
+char *pd_repo_path(const pd_repo *r, const char *name);
 
 #endif
