@@ -84,6 +84,8 @@ extern const char pd_cmd_exit_codes_help[];
 int pd_cmd_check(const pd_cmd_args *args);
 int pd_cmd_init(const pd_cmd_args *args);
 int pd_cmd_backup(const pd_cmd_args *args);
+int pd_cmd_list(const pd_cmd_args *args);
+int pd_cmd_verify(const pd_cmd_args *args);
 int pd_cmd_key(const pd_cmd_args *args);
 
 #endif

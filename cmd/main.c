@@ -36,7 +36,7 @@ static const pd_cmd_def commands[] = {
       {"ignore-checksum-failures", NULL, "do not have the server verify page checksums"},
       {"json", NULL, "print the committed manifest as JSON on stdout"}}},
     {"list",
-     NULL,
+     pd_cmd_list,
      "list [--json]",
      "list backups with state, times, LSNs, sizes, last drill",
      "Lists the cluster's backups, complete and incomplete, oldest first.",
@@ -63,7 +63,7 @@ static const pd_cmd_def commands[] = {
       {"target-action", "ACTION", "pause, promote or shutdown"},
       {"dry-run", NULL, "say what would be done, write nothing"}}},
     {"verify",
-     NULL,
+     pd_cmd_verify,
      "verify [--backup ID|latest|all]",
      "read every object back and check hashes and tags",
      "Reads every object of a backup back through decryption and decompression and checks\n"

@@ -26,6 +26,7 @@ typedef struct async_stage {
     pd_stage base;
     pd_pull_fn consume; /* pull mode: the worker runs this instead of forwarding */
     void *payload;
+    void (*free_payload)(void *);
     bool holding; /* pull mode: the consumer holds the slot at head */
     pthread_t thread;
     bool started;
@@ -241,6 +242,8 @@ async_free(pd_stage *st)
         pthread_mutex_unlock(&a->mu);
         pthread_join(a->thread, NULL);
     }
+    if (a->free_payload)
+        a->free_payload(a->payload);
     for (size_t i = 0; i < a->nslots; i++)
         pd_free(a->slots[i].data);
     pd_free(a->slots);
@@ -258,6 +261,16 @@ pd_stage_pull_new(pd_pull_fn consume, void *payload, size_t slot_size, size_t ns
     a->consume = consume;
     a->payload = payload;
     return &a->base;
+}
+
+pd_stage *
+pd_stage_pull_new_owned(pd_pull_fn consume, void *payload, void (*free_payload)(void *),
+                        size_t slot_size, size_t nslots)
+{
+    pd_stage *s = pd_stage_pull_new(consume, payload, slot_size, nslots);
+
+    ((async_stage *)s)->free_payload = free_payload;
+    return s;
 }
 
 pd_stage *

@@ -122,6 +122,9 @@ pd_stage *pd_stage_async_new(pd_stage *next, size_t slot_size, size_t nslots);
 typedef struct pd_pull pd_pull;
 typedef int (*pd_pull_fn)(void *payload, pd_pull *p, pd_err *err);
 pd_stage *pd_stage_pull_new(pd_pull_fn consume, void *payload, size_t slot_size, size_t nslots);
+/* The same, owning payload: free_payload(payload) runs when the stage is freed. */
+pd_stage *pd_stage_pull_new_owned(pd_pull_fn consume, void *payload, void (*free_payload)(void *),
+                                  size_t slot_size, size_t nslots);
 int pd_pull_next(pd_pull *p, const void **buf, size_t *len);
 
 /* Helper for hex output of digests: writes 2*len+1 bytes. */

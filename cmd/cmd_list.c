@@ -1,0 +1,94 @@
+/* pgdrill list: backups with state, times, LSNs, sizes and last drill. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd/cmd.h"
+#include "common/fmt.h"
+#include "common/json.h"
+#include "restore/catalog.h"
+
+static const char *
+str(json_t *m, const char *key)
+{
+    const char *s = json_string_value(json_object_get(m, key));
+    return s ? s : "-";
+}
+
+static json_t *
+entry_json(const pd_backup_entry *e)
+{
+    json_t *j = json_object(), *m = e->manifest;
+    static const char *const copy[] = {"start_time", "stop_time", "start_lsn", "stop_lsn"};
+
+    json_object_set_new(j, "id", json_string(e->id));
+    json_object_set_new(j, "type", m ? json_incref(json_object_get(m, "type")) : json_null());
+    json_object_set_new(j, "state", json_string(e->complete ? "complete" : "incomplete"));
+    for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++) {
+        json_t *v = m ? json_object_get(m, copy[i]) : NULL;
+        json_object_set_new(j, copy[i], v ? json_incref(v) : json_null());
+    }
+    json_t *tl = m ? json_object_get(m, "timeline") : NULL;
+    json_object_set_new(j, "timeline", tl ? json_incref(tl) : json_null());
+    json_t *size = m ? json_object_get(m, "size") : NULL;
+    json_object_set_new(j, "size", size ? json_incref(size) : json_null());
+    json_object_set_new(j, "stored_size", json_integer((json_int_t)e->stored_size));
+    json_object_set_new(j, "pg_version",
+                        m ? json_incref(json_object_get(m, "pg_version")) : json_null());
+    // Drill reports come with the drills work (issue #8).
+    json_object_set_new(j, "last_drill", json_null());
+    return j;
+}
+
+int
+pd_cmd_list(const pd_cmd_args *args)
+{
+    pd_err err = PD_ERR_INIT;
+    pd_config *cfg = NULL;
+    pd_repo *r = NULL;
+    pd_backup_entry *e = NULL;
+    size_t n = 0;
+    int rc;
+
+    if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
+        return rc;
+    if (pd_repo_open(&r, cfg, &err) < 0 || pd_catalog_list(&e, &n, r, &err) < 0) {
+        rc = pd_cmd_fail(&err);
+        goto cleanup;
+    }
+    if (pd_cmd_flag(args, "json")) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, entry_json(&e[i]));
+        if (pd_json_print(stdout, arr, &err) < 0)
+            rc = pd_cmd_fail(&err);
+        json_decref(arr);
+        goto cleanup;
+    }
+    if (n == 0) {
+        printf("cluster %s has no backups yet\n", pd_config_cluster(cfg));
+        goto cleanup;
+    }
+    printf("%-18s %-9s %-11s %-21s %-10s %-10s %-12s %-12s %s\n", "ID", "TYPE", "STATE",
+           "STARTED (UTC)", "SIZE", "STORED", "START LSN", "STOP LSN", "LAST DRILL");
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = e[i].manifest;
+        char size[PD_FMT_BUF] = "-", stored[PD_FMT_BUF];
+        char started[32] = "-";
+        if (m) {
+            pd_fmt_size(size, sizeof(size),
+                        (uint64_t)json_integer_value(json_object_get(m, "size")));
+            snprintf(started, sizeof(started), "%s", str(m, "start_time"));
+            started[10] = ' ';
+            started[19] = '\0';
+        }
+        pd_fmt_size(stored, sizeof(stored), e[i].stored_size);
+        printf("%-18s %-9s %-11s %-21s %-10s %-10s %-12s %-12s %s\n", e[i].id,
+               m ? str(m, "type") : "-", e[i].complete ? "complete" : "incomplete", started, size,
+               stored, m ? str(m, "start_lsn") : "-", m ? str(m, "stop_lsn") : "-", "-");
+    }
+cleanup:
+    pd_catalog_free(e, n);
+    pd_repo_free(r);
+    pd_config_free(cfg);
+    return rc;
+}
