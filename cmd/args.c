@@ -109,6 +109,10 @@ pd_cmd_parse(pd_cmd_args *args, const pd_cmd_def *def, int argc, char **argv, pd
         }
         if (idx >= 0) {
             args->values[idx] = value;
+            if (args->n_seen < (int)(sizeof(args->seen) / sizeof(args->seen[0]))) {
+                args->seen[args->n_seen].opt = idx;
+                args->seen[args->n_seen++].value = value;
+            }
         } else if (nlen == 6 && strncmp(name, "config", 6) == 0) {
             args->config_path = value;
         } else if (nlen == 7 && strncmp(name, "cluster", 7) == 0) {
@@ -136,6 +140,18 @@ pd_cmd_opt(const pd_cmd_args *args, const char *name)
     int idx = find_opt(args->def, name, strlen(name));
 
     return idx < 0 ? NULL : args->values[idx];
+}
+
+int
+pd_cmd_opt_all(const pd_cmd_args *args, const char *name, const char **out, int max)
+{
+    int idx = find_opt(args->def, name, strlen(name));
+    int n = 0;
+
+    for (int i = 0; i < args->n_seen && n < max; i++)
+        if (args->seen[i].opt == idx)
+            out[n++] = args->seen[i].value;
+    return n;
 }
 
 bool

@@ -36,6 +36,11 @@ typedef struct pd_cmd_args {
     char override_keys[PD_CMD_MAX_OVERRIDES][64]; /* storage for overrides[].key */
     size_t n_overrides;
     const char *values[PD_CMD_MAX_OPTS]; /* by index in def->opts; flags: "" */
+    struct {
+        int opt;
+        const char *value;
+    } seen[32]; /* every occurrence, for repeatable options */
+    int n_seen;
     const char *positional[PD_CMD_MAX_POS];
     int n_positional;
 } pd_cmd_args;
@@ -65,6 +70,8 @@ PD_MUST_CHECK int pd_cmd_parse(pd_cmd_args *args, const pd_cmd_def *def, int arg
 /* The value of the command's option name, NULL when not given. */
 const char *pd_cmd_opt(const pd_cmd_args *args, const char *name);
 bool pd_cmd_flag(const pd_cmd_args *args, const char *name);
+/* Every value given for a repeatable option, in order; returns how many (at most max). */
+int pd_cmd_opt_all(const pd_cmd_args *args, const char *name, const char **out, int max);
 
 /*
  * Loads the configuration the arguments describe, applies log-level and
@@ -86,6 +93,7 @@ int pd_cmd_init(const pd_cmd_args *args);
 int pd_cmd_backup(const pd_cmd_args *args);
 int pd_cmd_list(const pd_cmd_args *args);
 int pd_cmd_verify(const pd_cmd_args *args);
+int pd_cmd_restore(const pd_cmd_args *args);
 int pd_cmd_key(const pd_cmd_args *args);
 
 #endif

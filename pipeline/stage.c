@@ -17,6 +17,8 @@ pd_stage_init(pd_stage *s, const pd_stage_ops *ops, pd_stage *next)
     s->next = next;
     s->rc = 0;
     s->finished = false;
+    s->cleanup = NULL;
+    s->cleanup_payload = NULL;
     pd_err_clear(&s->failure);
 }
 
@@ -38,6 +40,13 @@ repeat(const pd_stage *s, pd_err *err)
     if (err)
         *err = s->failure;
     return s->rc;
+}
+
+void
+pd_stage_set_cleanup(pd_stage *s, void (*fn)(void *), void *payload)
+{
+    s->cleanup = fn;
+    s->cleanup_payload = payload;
 }
 
 int
@@ -76,6 +85,8 @@ pd_stage_free(pd_stage *s)
         pd_stage *next = s->next;
         if (s->ops->free)
             s->ops->free(s);
+        if (s->cleanup)
+            s->cleanup(s->cleanup_payload);
         pd_free(s);
         s = next;
     }

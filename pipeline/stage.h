@@ -38,8 +38,10 @@ typedef struct pd_stage_ops {
 struct pd_stage {
     const pd_stage_ops *ops;
     pd_stage *next;
-    int rc;         /* sticky failure code, 0 while healthy */
-    bool finished;  /* finish() ran (successfully or not) */
+    int rc;                  /* sticky failure code, 0 while healthy */
+    bool finished;           /* finish() ran (successfully or not) */
+    void (*cleanup)(void *); /* pd_stage_set_cleanup */
+    void *cleanup_payload;
     pd_err failure; /* the message of the sticky failure */
 };
 
@@ -126,6 +128,9 @@ pd_stage *pd_stage_pull_new(pd_pull_fn consume, void *payload, size_t slot_size,
 pd_stage *pd_stage_pull_new_owned(pd_pull_fn consume, void *payload, void (*free_payload)(void *),
                                   size_t slot_size, size_t nslots);
 int pd_pull_next(pd_pull *p, const void **buf, size_t *len);
+
+/* Runs fn(payload) when the stage s is freed (resources a sink's payload holds). */
+void pd_stage_set_cleanup(pd_stage *s, void (*fn)(void *), void *payload);
 
 /* Helper for hex output of digests: writes 2*len+1 bytes. */
 void pd_hex(char *out, const unsigned char *in, size_t len);
