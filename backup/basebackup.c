@@ -30,7 +30,7 @@ on_notice(void *arg, const PGresult *res)
 
     if (msg == NULL)
         return;
-    if (strstr(msg, "checksum verification failed") != NULL)
+    if (strstr(msg, "checksum verification failed in file") != NULL)
         n->checksum_failures++;
     // The backup carries its own WAL (WAL true), so this advice does not apply.
     if (strstr(msg, "WAL archiving is not enabled") != NULL) {
@@ -53,10 +53,30 @@ first_line(char *buf, size_t size, const char *s)
 static int
 pg_fail(PGconn *conn, pd_err *err, const char *what)
 {
+    static const char *const prefixes[] = {"ERROR:  ", "FATAL:  ", "PANIC:  "};
+    const char *msg = PQerrorMessage(conn);
     char cause[512];
 
-    first_line(cause, sizeof(cause), PQerrorMessage(conn));
+    // The severity is in our own words already ("failed").
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(msg, prefixes[i], strlen(prefixes[i])) == 0)
+            msg += strlen(prefixes[i]);
+    first_line(cause, sizeof(cause), msg);
     return pd_err_set(err, PD_EPG, "%s failed: %s", what, cause);
+}
+
+/* The end of the backup failed: say so, and what to do about checksum failures. */
+static int
+finish_fail(PGconn *conn, const notice_ctx *notices, pd_err *err)
+{
+    int rc = pg_fail(conn, err, "finishing the base backup");
+
+    if (notices->checksum_failures > 0)
+        pd_err_hint(err,
+                    "the server found page checksum failures in %u block%s (see the warnings); "
+                    "repair them, or back up anyway with --ignore-checksum-failures",
+                    notices->checksum_failures, notices->checksum_failures == 1 ? "" : "s");
+    return rc;
 }
 
 static uint64_t
@@ -255,12 +275,7 @@ pd_basebackup_run(pd_bb_info *info, const pd_pg_opts *pgopts, const pd_bb_opts *
     // After the COPY: the end position, then the command's completion.
     res = PQgetResult(conn);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        rc = pg_fail(conn, err, "finishing the base backup");
-        if (notices.checksum_failures > 0)
-            pd_err_hint(err,
-                        "the server found %u page checksum failures; use "
-                        "--ignore-checksum-failures to back up anyway",
-                        notices.checksum_failures);
+        rc = finish_fail(conn, &notices, err);
         goto cleanup;
     }
     snprintf(info->stop_lsn, sizeof(info->stop_lsn), "%s", PQgetvalue(res, 0, 0));
@@ -268,7 +283,7 @@ pd_basebackup_run(pd_bb_info *info, const pd_pg_opts *pgopts, const pd_bb_opts *
     PQclear(res);
     while ((res = PQgetResult(conn)) != NULL) {
         if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
-            rc = pg_fail(conn, err, "finishing the base backup");
+            rc = finish_fail(conn, &notices, err);
             goto cleanup;
         }
         PQclear(res);
