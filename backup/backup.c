@@ -46,44 +46,6 @@ typedef struct backup_ctx {
     const pd_bb_info *info;
 } backup_ctx;
 
-int
-pd_backup_lock(const pd_config *cfg, pd_err *err)
-{
-    const char *repo = pd_config_get(cfg, "repo");
-    char *path;
-    int fd;
-
-    // A local repository holds its own lock; for S3 the lock is per host.
-    if (repo[0] == '/')
-        path = pd_asprintf("%s/%s/backup.lock", repo, pd_config_cluster(cfg));
-    else
-        path = pd_asprintf("/tmp/pgdrill-%s-backup.lock", pd_config_cluster(cfg));
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        int rc = pd_err_sys(err, PD_EIO, "could not open lock file \"%s\"", path);
-        pd_free(path);
-        return rc;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        char pid[32] = "";
-        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
-        pid[n > 0 ? n : 0] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
-        pd_err_set(err, PD_EFAIL, "another backup of cluster \"%s\" is running%s%s%s",
-                   pd_config_cluster(cfg), pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
-        pd_err_hint(err, "wait for it to finish");
-        close(fd);
-        pd_free(path);
-        return PD_EFAIL;
-    }
-    char pid[32];
-    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) == 0 && pwrite(fd, pid, (size_t)len, 0) < 0)
-        pd_log_debug("could not record the pid in \"%s\"", path);
-    pd_free(path);
-    return fd;
-}
-
 static json_t *
 hex_json(const unsigned char *d, size_t n)
 {
@@ -295,7 +257,7 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     c.objects = json_array();
     if ((rc = pd_repo_open(&c.repo, cfg, err)) < 0)
         goto cleanup;
-    if ((lock = pd_backup_lock(cfg, err)) < 0) {
+    if ((lock = pd_repo_lock(cfg, err)) < 0) {
         rc = lock;
         goto cleanup;
     }

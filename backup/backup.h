@@ -33,10 +33,4 @@ typedef struct pd_backup_opts {
 PD_MUST_CHECK int pd_backup_physical(json_t **manifest, const pd_config *cfg,
                                      const pd_backup_opts *opts, pd_err *err);
 
-/*
- * Takes the cluster's backup lock (flock on a local file, so a crashed run
- * never leaves it held). Returns the fd (>= 0) or a PD_E* code.
- */
-int pd_backup_lock(const pd_config *cfg, pd_err *err);
-
 #endif

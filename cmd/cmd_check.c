@@ -15,6 +15,23 @@
 #include "storage/repo.h"
 #include "storage/s3.h"
 
+/* An error message for --json output: redacted like every log line. */
+static json_t *
+json_error(const pd_err *err)
+{
+    char clean[PD_ERR_MSG_MAX + 64];
+
+    pd_redact(err->msg, clean, sizeof(clean));
+    return json_string(clean) ? json_string(clean) : json_string("(not valid UTF-8)");
+}
+
+static void
+raise_exit(int *exit_code, const pd_err *err)
+{
+    if (pd_err_exit_code(err->code) > *exit_code)
+        *exit_code = pd_err_exit_code(err->code);
+}
+
 static json_t *
 check_postgresql(const pd_config *cfg, char *line, size_t linesize)
 {
@@ -29,7 +46,7 @@ check_postgresql(const pd_config *cfg, char *line, size_t linesize)
         pd_pg_query_value(pg, "SHOW server_version", version, sizeof(version), &err) < 0) {
         pd_log_err(&err);
         json_object_set_new(j, "ok", json_false());
-        json_object_set_new(j, "error", json_string(err.msg));
+        json_object_set_new(j, "error", json_error(&err));
         snprintf(line, linesize, "postgresql: FAILED");
     } else {
         json_object_set_new(j, "ok", json_true());
@@ -44,7 +61,7 @@ check_postgresql(const pd_config *cfg, char *line, size_t linesize)
 }
 
 static json_t *
-check_s3(const pd_config *cfg, const char *repo, char *line, size_t linesize)
+check_s3(const pd_config *cfg, const char *repo, char *line, size_t linesize, int *exit_code)
 {
     pd_s3_probe_opts opts = PD_S3_PROBE_OPTS_INIT;
     pd_err err = PD_ERR_INIT;
@@ -63,7 +80,9 @@ check_s3(const pd_config *cfg, const char *repo, char *line, size_t linesize)
         pd_err_hint(&err, "set s3-endpoint, e.g. s3.eu-west-1.amazonaws.com");
         goto failed;
     }
-    json_object_set_new(j, "endpoint", json_string(opts.endpoint));
+    char endpoint[512];
+    json_object_set_new(j, "endpoint",
+                        json_string(pd_redact(opts.endpoint, endpoint, sizeof(endpoint))));
     json_object_set_new(j, "bucket", json_string(bucket));
     if (pd_s3_probe(&status, &url, &opts, &err) < 0)
         goto failed;
@@ -74,8 +93,9 @@ check_s3(const pd_config *cfg, const char *repo, char *line, size_t linesize)
     goto cleanup;
 failed:
     pd_log_err(&err);
+    raise_exit(exit_code, &err);
     json_object_set_new(j, "ok", json_false());
-    json_object_set_new(j, "error", json_string(err.msg));
+    json_object_set_new(j, "error", json_error(&err));
     snprintf(line, linesize, "repository: FAILED");
 cleanup:
     pd_free(bucket);
@@ -104,10 +124,10 @@ check_directory(const pd_config *cfg, const char *repo, char *line, size_t lines
         pd_err_set(&err, PD_ECONFIG, "repository \"%s\" is neither an absolute path nor s3://",
                    repo);
     } else if (stat(repo, &st) < 0) {
-        pd_err_sys(&err, PD_EIO, "could not use repository directory \"%s\"", repo);
+        pd_err_sys(&err, PD_ECONFIG, "cannot use repository directory \"%s\"", repo);
         pd_err_hint(&err, "run pgdrill init");
     } else if (!S_ISDIR(st.st_mode)) {
-        pd_err_set(&err, PD_EIO, "cannot use repository \"%s\": not a directory", repo);
+        pd_err_set(&err, PD_ECONFIG, "cannot use repository \"%s\": not a directory", repo);
     } else if (pd_repo_open(&r, cfg, &err) == 0) {
         json_object_set_new(j, "ok", json_true());
         json_object_set_new(j, "cipher", json_string(ciphers[pd_repo_cipher(r)]));
@@ -119,10 +139,9 @@ check_directory(const pd_config *cfg, const char *repo, char *line, size_t lines
         return j;
     }
     pd_log_err(&err);
-    if (pd_err_exit_code(err.code) > *exit_code)
-        *exit_code = pd_err_exit_code(err.code);
+    raise_exit(exit_code, &err);
     json_object_set_new(j, "ok", json_false());
-    json_object_set_new(j, "error", json_string(err.msg));
+    json_object_set_new(j, "error", json_error(&err));
     snprintf(line, linesize, "repository: FAILED");
     return j;
 }
@@ -143,7 +162,7 @@ pd_cmd_check(const pd_cmd_args *args)
     repo_path = pd_config_get(cfg, "repo");
     pg = check_postgresql(cfg, pg_line, sizeof(pg_line));
     if (strncmp(repo_path, "s3://", 5) == 0)
-        repo = check_s3(cfg, repo_path, repo_line, sizeof(repo_line));
+        repo = check_s3(cfg, repo_path, repo_line, sizeof(repo_line), &exit_code);
     else
         repo = check_directory(cfg, repo_path, repo_line, sizeof(repo_line), &exit_code);
     bool ok = json_is_true(json_object_get(pg, "ok")) && json_is_true(json_object_get(repo, "ok"));

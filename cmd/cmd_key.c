@@ -20,10 +20,9 @@ pd_cmd_key(const pd_cmd_args *args)
         pd_err_hint(&err, "the only action is \"rotate\"; see \"pgdrill key --help\"");
         return pd_cmd_fail(&err);
     }
-    if (new_key == NULL) {
-        pd_err_set(&err, PD_EUSAGE, "key rotate needs --new-key-file FILE");
-        pd_err_hint(&err, "create one with: pgdrill init --generate-key-file is for new "
-                          "repositories; use head -c 32 /dev/urandom > FILE; chmod 600 FILE");
+    if (new_key == NULL || new_key[0] != '/') {
+        pd_err_set(&err, PD_EUSAGE, "key rotate needs --new-key-file with an absolute path");
+        pd_err_hint(&err, "make one with: (umask 077; head -c 32 /dev/urandom > FILE)");
         return pd_cmd_fail(&err);
     }
     if ((rc = pd_cmd_load_config(&cfg, args)) != 0)

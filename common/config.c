@@ -268,6 +268,12 @@ check_value(size_t k, const char *value, long *num, const char *where, pd_err *e
         return pd_err_set(err, PD_ECONFIG, "%s: empty value for key \"%s\"", where, key->name);
     switch (key->type) {
     case KT_STRING:
+        // The repository is the one string key with a shape to check now.
+        if (strcmp(key->name, "repo") == 0 && value[0] != '/' && strncmp(value, "s3://", 5) != 0)
+            return pd_err_set(err, PD_ECONFIG,
+                              "%s: bad value \"%s\" for key \"repo\": expected an absolute "
+                              "directory or s3://bucket/prefix",
+                              where, value);
         return 0;
     case KT_PATH:
         if (value[0] == '/')
@@ -332,7 +338,7 @@ find_or_add_section(parser *p, const char *name)
     for (size_t i = 0; i < p->n_sections; i++)
         if (strcmp(p->sections[i].name, name) == 0)
             return i;
-    // One new section per header line at most, so growing by one stays cheap enough.
+    // The caller keeps n_sections under PD_CONFIG_MAX_SECTIONS, so this stays cheap.
     p->sections = pd_realloc(p->sections, (p->n_sections + 1) * sizeof(*p->sections));
     s = &p->sections[p->n_sections];
     memset(s, 0, sizeof(*s));
@@ -387,6 +393,13 @@ section_line(parser *p, const char *line)
                           "%s: bad section name \"%.*s\": expected [global] or a cluster name "
                           "of " CLUSTER_NAME_RULE,
                           file_where(p, where, sizeof(where)), (int)n, line + 1);
+    }
+    // A stated limit keeps section lookup cheap on any input.
+    if (p->n_sections >= PD_CONFIG_MAX_SECTIONS) {
+        char where[PD_ERR_MSG_MAX];
+        p->failed = true;
+        return pd_err_set(p->err, PD_ECONFIG, "%s: too many sections (more than %d)",
+                          file_where(p, where, sizeof(where)), PD_CONFIG_MAX_SECTIONS);
     }
     p->cur = (long)find_or_add_section(p, name);
     return 0;

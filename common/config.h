@@ -17,6 +17,7 @@
 #define PD_CONFIG_DEFAULT_PATH "/etc/pgdrill/pgdrill.conf"
 #define PD_CONFIG_ENV          "PGDRILL_CONFIG"
 #define PD_CONFIG_MAX_SIZE     (1024 * 1024) /* a larger file is refused */
+#define PD_CONFIG_MAX_SECTIONS 1024          /* [global] and cluster sections */
 
 typedef struct pd_config pd_config;
 

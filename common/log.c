@@ -127,66 +127,84 @@ pd_log_set_progress_shown(bool shown)
     state.progress_shown = shown;
 }
 
-/* Replaces the value after "password=" (conninfo keyword form) in place. */
-static void
-redact_conninfo_password(char *s, size_t bufsize)
-{
-    static const char key[] = "password=";
-    static const char mark[] = "[redacted]";
-    char *p = s;
+#define REDACTED "[redacted]"
 
-    while ((p = strcasestr(p, key)) != NULL) {
-        char *v = p + strlen(key);
+/*
+ * Replaces buf[start..end) with REDACTED, within bufsize. When the result
+ * does not fit, the tail is cut, and when not even the marker fits the line
+ * ends at start: a secret is never kept to save the rest of a line.
+ * Returns where scanning may go on (the end of buf when it was cut).
+ */
+static size_t
+replace_span(char *buf, size_t bufsize, size_t start, size_t end)
+{
+    size_t mlen = strlen(REDACTED), len = strlen(buf);
+    size_t tail = len - end;
+
+    if (start + mlen + 1 > bufsize) {
+        buf[start] = '\0';
+        return start;
+    }
+    if (start + mlen + tail + 1 > bufsize)
+        tail = bufsize - 1 - start - mlen;
+    memmove(buf + start + mlen, buf + end, tail);
+    memcpy(buf + start, REDACTED, mlen);
+    buf[start + mlen + tail] = '\0';
+    return start + mlen;
+}
+
+/* "password = value" (conninfo keyword form, spaces allowed as libpq allows). */
+static void
+redact_conninfo_password(char *buf, size_t bufsize)
+{
+    size_t pos = 0;
+    char *p;
+
+    while (pos < strlen(buf) && (p = strcasestr(buf + pos, "password")) != NULL) {
+        char *v = p + 8;
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (*v != '=') {
+            pos = (size_t)(p - buf) + 8;
+            continue;
+        }
+        v++;
+        while (*v == ' ' || *v == '\t')
+            v++;
         char *end = v;
         if (*end == '\'') {
-            end++;
-            while (*end && *end != '\'') {
+            for (end++; *end && *end != '\''; end++)
                 if (*end == '\\' && end[1])
                     end++;
-                end++;
-            }
             if (*end == '\'')
                 end++;
         } else {
             while (*end && *end != ' ' && *end != '&' && *end != '\t')
                 end++;
         }
-        size_t tail = strlen(end);
-        size_t vlen = strlen(mark);
-        if ((size_t)(v - s) + vlen + tail + 1 > bufsize)
-            tail = bufsize - 1 - (size_t)(v - s) - vlen;
-        memmove(v + vlen, end, tail);
-        v[vlen + tail] = '\0';
-        memcpy(v, mark, vlen);
-        p = v + vlen;
+        pos = replace_span(buf, bufsize, (size_t)(v - buf), (size_t)(end - buf));
     }
 }
 
-/* Replaces "scheme://user:secret@" userinfo passwords in URIs in place. */
+/* "scheme://user:secret@host": the userinfo password. */
 static void
-redact_uri_password(char *s, size_t bufsize)
+redact_uri_password(char *buf, size_t bufsize)
 {
-    static const char mark[] = "[redacted]";
-    char *p = s;
+    size_t pos = 0;
+    char *p;
 
-    while ((p = strstr(p, "://")) != NULL) {
+    while (pos < strlen(buf) && (p = strstr(buf + pos, "://")) != NULL) {
         char *user = p + 3;
         char *at = user;
-        while (*at && *at != '@' && *at != '/' && *at != ' ')
+        while (*at && *at != '@' && *at != '/' && *at != ' ' && *at != '"')
             at++;
         char *colon = memchr(user, ':', (size_t)(at - user));
-        if (*at == '@' && colon != NULL) {
-            char *v = colon + 1;
-            size_t tail = strlen(at);
-            size_t vlen = strlen(mark);
-            if ((size_t)(v - s) + vlen + tail + 1 > bufsize)
-                break;
-            memmove(v + vlen, at, tail + 1);
-            memcpy(v, mark, vlen);
-            p = v + vlen;
-        } else {
-            p = user;
-        }
+        // A line cut short inside "user:secret" may hold part of the secret.
+        bool cut = *at == '\0' && strlen(buf) + 1 >= bufsize;
+        if (colon != NULL && (*at == '@' || cut))
+            pos = replace_span(buf, bufsize, (size_t)(colon + 1 - buf), (size_t)(at - buf));
+        else
+            pos = (size_t)(user - buf);
     }
 }
 

@@ -38,7 +38,7 @@ registry_add(const pd_secret *s)
     }
     // More live secrets than slots is a programming error: refusing beats
     // holding a secret the logger cannot scrub.
-    PD_ASSERT(!"too many live secrets");
+    pd_assert_fail("too many live secrets", __FILE__, __LINE__);
 }
 
 static void

@@ -361,9 +361,17 @@ open_header(open_stage *o, pd_err *err)
     o->c.cipher = (pd_cipher)h[10];
     if (o->c.cipher != PD_CIPHER_NONE &&
         (rc = o->opts.lookup(o->opts.payload, h + 16, &key, err)) < 0) {
-        char cause[PD_ERR_MSG_MAX];
+        // Name the object, keeping the lookup's cause, hint and errno.
+        char cause[PD_ERR_MSG_MAX], hint[PD_ERR_HINT_MAX];
+        int sys_errno = err ? err->sys_errno : 0;
         snprintf(cause, sizeof(cause), "%s", err ? err->msg : "");
-        return pd_err_set(err, rc, "cannot read object \"%s\": %s", o->identity, cause);
+        snprintf(hint, sizeof(hint), "%s", err ? err->hint : "");
+        pd_err_set(err, rc, "cannot read object \"%s\": %s", o->identity, cause);
+        if (err != NULL && hint[0] != '\0')
+            pd_err_hint(err, "%s", hint);
+        if (err != NULL)
+            err->sys_errno = sys_errno;
+        return rc;
     }
     if ((rc = crypto_setup(&o->c, h, o->identity, key, err)) < 0)
         return rc;

@@ -20,8 +20,10 @@
 #include "storage/repo.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,7 +36,8 @@
 #include "common/log.h"
 #include "common/mem.h"
 
-#define KEY_CACHE 16
+#define KEY_CACHE   16
+#define PINNED_KEYS 8 /* keys made by pd_repo_new_data_key: valid until pd_repo_free */
 
 struct pd_repo {
     pd_storage *st;
@@ -50,8 +53,8 @@ struct pd_repo {
     struct {
         unsigned char id[PD_KEY_ID_SIZE];
         pd_secret *key;
-    } cache[KEY_CACHE];
-    size_t cache_next;
+    } cache[KEY_CACHE], pinned[PINNED_KEYS];
+    size_t cache_next, n_pinned;
 };
 
 static const char *const cipher_names[] = {"none", "aes-256-gcm"};
@@ -225,27 +228,35 @@ kdf_parse(pd_scrypt_params *p, json_t *j)
     return hex_decode(p->salt, sizeof(p->salt), json_string_value(json_object_get(j, "salt")));
 }
 
-/* Creates a missing local repository directory and its parents, mode 0700. */
+/*
+ * Creates a missing local repository directory, mode 0700. Only the last
+ * component: a missing parent (an unmounted mount point) must not be made
+ * on the root file system.
+ */
 static int
 make_repo_dir(const char *root, pd_err *err)
 {
-    char *path = pd_strdup(root);
+    char *parent = pd_strdup(root);
+    char *slash = strrchr(parent, '/');
     int rc = 0;
 
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-            rc = pd_err_sys(err, PD_EIO, "could not create repository directory \"%s\"", path);
-            break;
-        }
-        *p = c;
-        if (c == '\0')
-            break;
+    if (slash != NULL)
+        *(slash == parent ? slash + 1 : slash) = '\0';
+    if (mkdir(root, 0700) < 0 && errno != EEXIST) {
+        rc = pd_err_sys(err, errno == ENOENT ? PD_ECONFIG : PD_EIO,
+                        "could not create repository directory \"%s\"", root);
+        if (errno == ENOENT)
+            pd_err_hint(err, "its parent \"%s\" does not exist: create it (or mount it) first",
+                        parent);
+    } else {
+        // The new directory's name must survive a crash too.
+        int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) < 0)
+            rc = pd_err_sys(err, PD_EIO, "could not fsync directory \"%s\"", parent);
+        if (fd >= 0)
+            close(fd);
     }
-    pd_free(path);
+    pd_free(parent);
     return rc;
 }
 
@@ -303,6 +314,12 @@ pd_repo_init(char **summary, const pd_config *cfg, const pd_repo_init_opts *opts
     int rc;
 
     *summary = NULL;
+    if (!encrypted && opts->generate_key_file) {
+        rc = pd_err_set(err, PD_ECONFIG,
+                        "--generate-key-file makes no sense with encryption = none");
+        pd_err_hint(err, "drop the option, or remove encryption = none");
+        goto cleanup;
+    }
     if ((rc = open_storage(&st, cfg, true, err)) < 0)
         goto cleanup;
     rc = pd_storage_stat(st, path, &entry, err);
@@ -470,6 +487,17 @@ pd_repo_open(pd_repo **out, const pd_config *cfg, pd_err *err)
     }
     r->cipher = (pd_cipher)ci;
     r->compression = (pd_compression)co;
+    // An unencrypted repository where the configuration expects encryption is
+    // either a mistake or a downgrade by someone without the key: refuse.
+    if (r->cipher == PD_CIPHER_NONE && strcmp(pd_config_get(cfg, "encryption"), "none") != 0) {
+        rc = pd_err_set(err, PD_ECONFIG,
+                        "repository \"%s\" cluster \"%s\" is not encrypted, but the "
+                        "configuration says encryption = %s",
+                        r->repo, r->cluster, pd_config_get(cfg, "encryption"));
+        pd_err_hint(err, "if it was created without encryption, set encryption = none; "
+                         "otherwise repo.json was altered");
+        goto fail;
+    }
     // The level and threads are the writer's choice, from the configuration.
     r->level = (int)pd_config_get_int(cfg, "compression-level");
     r->workers = (int)pd_config_get_int(cfg, "compression-threads");
@@ -508,6 +536,8 @@ pd_repo_free(pd_repo *r)
         return;
     for (size_t i = 0; i < KEY_CACHE; i++)
         pd_secret_free(r->cache[i].key);
+    for (size_t i = 0; i < r->n_pinned; i++)
+        pd_secret_free(r->pinned[i].key);
     pd_secret_free(r->master);
     json_decref(r->doc);
     pd_storage_free(r->st);
@@ -646,7 +676,11 @@ pd_repo_new_data_key(pd_repo *r, const pd_secret **key, unsigned char id[PD_KEY_
     path = key_path(r->cluster, id);
     if ((rc = put_file(r->st, path, text, true, err)) < 0)
         goto cleanup;
-    *key = cache_put(r, id, dk);
+    // Pinned, not cached: the caller writes with it until pd_repo_free.
+    PD_ASSERT(r->n_pinned < PINNED_KEYS);
+    memcpy(r->pinned[r->n_pinned].id, id, PD_KEY_ID_SIZE);
+    r->pinned[r->n_pinned++].key = dk;
+    *key = dk;
     dk = NULL;
 cleanup:
     pd_secret_free(dk);
@@ -705,6 +739,12 @@ pd_repo_key_lookup(void *payload, const unsigned char id[PD_KEY_ID_SIZE], const 
     char *path;
     int rc;
 
+    for (size_t i = 0; i < r->n_pinned; i++) {
+        if (memcmp(r->pinned[i].id, id, PD_KEY_ID_SIZE) == 0) {
+            *key = r->pinned[i].key;
+            return 0;
+        }
+    }
     for (size_t i = 0; i < KEY_CACHE; i++) {
         if (r->cache[i].key && memcmp(r->cache[i].id, id, PD_KEY_ID_SIZE) == 0) {
             *key = r->cache[i].key;
@@ -729,6 +769,46 @@ pd_repo_key_lookup(void *payload, const unsigned char id[PD_KEY_ID_SIZE], const 
     json_decref(doc);
     pd_free(path);
     return rc;
+}
+
+int
+pd_repo_lock(const pd_config *cfg, pd_err *err)
+{
+    const char *repo = pd_config_get(cfg, "repo");
+    char *path;
+    int fd;
+
+    // A local repository holds its own lock; for S3 the lock is per host.
+    if (repo[0] == '/')
+        path = pd_asprintf("%s/%s/lock", repo, pd_config_cluster(cfg));
+    else
+        path = pd_asprintf("/tmp/pgdrill-%s.lock", pd_config_cluster(cfg));
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        int rc = pd_err_sys(err, PD_EIO, "could not open lock file \"%s\"", path);
+        pd_free(path);
+        return rc;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        pd_err_set(
+            err, PD_EFAIL,
+            "cluster \"%s\" is busy: another pgdrill backup or key rotation is running%s%s%s",
+            pd_config_cluster(cfg), pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+        pd_err_hint(err, "wait for it to finish");
+        close(fd);
+        pd_free(path);
+        return PD_EFAIL;
+    }
+    char pid[32];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)len, 0) < 0)
+        pd_log_debug("could not record the pid in \"%s\"", path);
+    pd_free(path);
+    return fd;
 }
 
 /* ---- rotation ---- */
@@ -853,6 +933,7 @@ pd_repo_rotate(char **summary, const pd_config *cfg, const char *new_key_file, p
     json_t *doc = NULL, *kdf;
     char *prefix = NULL, *text = NULL, *path = NULL;
     bool resuming = false;
+    int lock = -1;
     int rc;
 
     *summary = NULL;
@@ -895,6 +976,11 @@ pd_repo_rotate(char **summary, const pd_config *cfg, const char *new_key_file, p
     c.new_master = new_master;
     pd_key_id(c.new_id, new_master);
 
+    // No backup (which makes data keys) and no other rotation meanwhile.
+    if ((lock = pd_repo_lock(cfg, err)) < 0) {
+        rc = lock;
+        goto cleanup;
+    }
     prefix = repo_path(pd_config_cluster(cfg), "keys");
     if ((rc = pd_storage_list(st, prefix, collect_key_file, &keys, err)) < 0)
         goto cleanup;
@@ -911,6 +997,12 @@ pd_repo_rotate(char **summary, const pd_config *cfg, const char *new_key_file, p
             goto cleanup;
         rotate_test_crash_point();
     }
+    // Phase 3 on a fresh listing: any key file without a new wrapping fails it.
+    for (size_t i = 0; i < keys.n; i++)
+        pd_free(keys.paths[i]);
+    keys.n = 0;
+    if ((rc = pd_storage_list(st, prefix, collect_key_file, &keys, err)) < 0)
+        goto cleanup;
     if ((rc = rotate_phase(&c, &keys, 3)) < 0)
         goto cleanup;
     *summary = pd_asprintf("rotated the master key of cluster %s%s: %zu data key%s rewrapped; "
@@ -925,6 +1017,8 @@ cleanup:
     pd_secret_free(new_master);
     json_decref(doc);
     pd_storage_free(st);
+    if (lock >= 0)
+        close(lock);
     pd_free(prefix);
     pd_free(text);
     pd_free(path);

@@ -69,6 +69,13 @@ PD_MUST_CHECK int pd_repo_new_data_key(pd_repo *r, const pd_secret **key,
 PD_MUST_CHECK int pd_repo_bind_cluster(pd_repo *r, const char *system_identifier,
                                        int pg_version_num, pd_err *err);
 
+/*
+ * Takes the cluster's lock (flock on a local file, so a crashed run never
+ * leaves it held): one backup or key rotation at a time. Returns the fd to
+ * close when done, or PD_EFAIL naming the holder's pid.
+ */
+int pd_repo_lock(const pd_config *cfg, pd_err *err);
+
 /* pd_key_lookup_fn for object readers: payload is the pd_repo. */
 int pd_repo_key_lookup(void *payload, const unsigned char id[PD_KEY_ID_SIZE], const pd_secret **key,
                        pd_err *err);

@@ -156,6 +156,26 @@ test_log_conninfo_password_redacted(void **state)
     assert_non_null(strstr(o, "alice:[redacted]@db"));
 }
 
+/* Near the end of a full line the marker does not fit: the secret is cut, never kept. */
+static void
+test_log_redaction_at_buffer_end(void **state)
+{
+    char line[5000], out[4096];
+    (void)state;
+
+    for (size_t pad = 4060; pad < 4096; pad++) {
+        memset(line, 'a', pad);
+        snprintf(line + pad, sizeof(line) - pad, " password=hunter22 https://k:pw77pw@h");
+        pd_redact(line, out, sizeof(out));
+        assert_true(strlen(out) < sizeof(out));
+        assert_null(strstr(out, "hunter22"));
+        assert_null(strstr(out, "hunter"));
+        assert_null(strstr(out, "pw77"));
+    }
+    pd_redact("password = spaced1 x", out, sizeof(out));
+    assert_null(strstr(out, "spaced1"));
+}
+
 static void
 test_log_progress_format(void **state)
 {
@@ -184,6 +204,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_log_secret_never_printed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_conninfo_password_redacted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_progress_format, setup, teardown),
+        cmocka_unit_test(test_log_redaction_at_buffer_end),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -214,6 +214,27 @@ test_repo_tampered_repo_json_detected(void **state)
     assert_non_null(strstr(err.msg, "MAC"));
 }
 
+/* repo.json switched to "cipher none" without the key: refused, never used in plaintext. */
+static void
+test_repo_downgrade_to_none_refused(void **state)
+{
+    char path[256];
+    pd_repo *r = NULL;
+    pd_err err = PD_ERR_INIT;
+    (void)state;
+
+    init_repo(k1);
+    snprintf(path, sizeof(path), "%s/main/repo.json", repo);
+    FILE *f = fopen(path, "w");
+    fputs("{\"format\": 1, \"cluster\": \"main\", \"cipher\": \"none\", \"compression\": "
+          "\"zstd\", \"compression_level\": 3, \"system_identifier\": null}",
+          f);
+    fclose(f);
+    assert_int_equal(open_with(&r, k1, &err), PD_ECONFIG);
+    assert_null(r);
+    assert_non_null(strstr(err.msg, "is not encrypted"));
+}
+
 static void
 test_repo_passphrase(void **state)
 {
@@ -407,6 +428,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_repo_missing_is_config_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_tampered_repo_json_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_passphrase, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repo_downgrade_to_none_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_rotate_rewraps_every_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_rotate_crash_at_every_write, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repo_rotate_wrong_current_key, setup, teardown),
