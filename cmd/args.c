@@ -192,6 +192,8 @@ pd_cmd_print_help(const pd_cmd_def *def)
 {
     printf("Usage: pgdrill [--config FILE] [--cluster NAME] %s\n\n%s\n", def->usage,
            def->description);
+    if (def->run == NULL)
+        printf("\nNot built yet in this version: running it exits 1 and says so.\n");
     if (def->opts[0].name) {
         printf("\nOptions:\n");
         for (int i = 0; i < PD_CMD_MAX_OPTS && def->opts[i].name; i++) {

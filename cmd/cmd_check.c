@@ -53,7 +53,7 @@ check_postgresql(const pd_config *cfg, char *line, size_t linesize)
         json_object_set_new(j, "server_version", json_string(version));
         json_object_set_new(j, "server_version_num", json_integer(PQserverVersion(pd_pg_conn(pg))));
         json_object_set_new(j, "connection", json_string(pd_pg_describe(pg)));
-        snprintf(line, linesize, "postgresql: ok, server version %s (%s)", version,
+        snprintf(line, linesize, "postgresql: ok, server version %s, %s", version,
                  pd_pg_describe(pg));
     }
     pd_pg_free(pg);

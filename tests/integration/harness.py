@@ -801,3 +801,36 @@ def main(argv):
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+# ----------------------------------------------------------------- restored data directories
+
+def chown_tree_to_server_user(*paths):
+    """Gives each path and everything under it to the server user (as root;
+    no-op otherwise), as `chown -R` would: symbolic links themselves, not
+    their targets (pass a tablespace's directory separately)."""
+    if not IS_ROOT:
+        return
+    uid, gid = ensure_server_user()
+    for path in paths:
+        os.lchown(path, uid, gid)
+        for dirpath, dirnames, filenames in os.walk(path):
+            for name in dirnames + filenames:
+                os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+class ExistingPostgres(Postgres):
+    """A PostgreSQL instance on a data directory made elsewhere (a restored
+    backup): its own directory for the socket and the log, a free port, and
+    the harness settings appended to the data directory's postgresql.conf
+    (later lines win over the source cluster's). The data directory must
+    belong to the server user before start(); destroy() stops the server and
+    removes the instance's own directory, not the data directory."""
+
+    def __init__(self, data, name="restored", settings=None, pg_bin=None):
+        super().__init__(name=name, settings=settings, pg_bin=pg_bin)
+        self.data = data
+
+    def init(self):
+        self._write_settings()
+        return self
