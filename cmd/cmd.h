@@ -94,6 +94,8 @@ int pd_cmd_backup(const pd_cmd_args *args);
 int pd_cmd_list(const pd_cmd_args *args);
 int pd_cmd_verify(const pd_cmd_args *args);
 int pd_cmd_restore(const pd_cmd_args *args);
+int pd_cmd_archive_push(const pd_cmd_args *args);
+int pd_cmd_archive_get(const pd_cmd_args *args);
 int pd_cmd_key(const pd_cmd_args *args);
 
 #endif

@@ -87,7 +87,7 @@ static const pd_cmd_def commands[] = {
       {"keep", NULL, "keep the scratch instance for debugging"},
       {"json", NULL, "one JSON document on stdout"}}},
     {"archive-push",
-     NULL,
+     pd_cmd_archive_push,
      "archive-push PATH",
      "archive one WAL file (archive_command)",
      "Compresses, encrypts and stores one WAL file; returns 0 only once it is durably stored.",
@@ -96,7 +96,7 @@ static const pd_cmd_def commands[] = {
      1,
      {{NULL, NULL, NULL}}},
     {"archive-get",
-     NULL,
+     pd_cmd_archive_get,
      "archive-get NAME PATH",
      "fetch one WAL file (restore_command)",
      "Fetches, verifies and decrypts one archived WAL file to PATH; exits 1 quietly when the\n"

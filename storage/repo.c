@@ -582,6 +582,12 @@ pd_repo_compression_workers(const pd_repo *r)
     return r->workers;
 }
 
+const char *
+pd_repo_system_identifier(const pd_repo *r)
+{
+    return json_string_value(json_object_get(r->doc, "system_identifier"));
+}
+
 int
 pd_repo_bind_cluster(pd_repo *r, const char *system_identifier, int pg_version_num, pd_err *err)
 {
@@ -647,10 +653,55 @@ key_path(const char *cluster, const unsigned char id[PD_KEY_ID_SIZE])
     return pd_asprintf("%s/keys/%s.json", cluster, hex);
 }
 
+/*
+ * The keyring lock: shared while a data key is made, exclusive during a
+ * rotation, so no key file is ever wrapped only under a master key that a
+ * rotation just replaced. Blocking: a rotation is short.
+ */
+static int
+keys_lock(const char *repo, const char *cluster, int how, pd_err *err)
+{
+    char *path = repo[0] == '/' ? pd_asprintf("%s/%s/keys.lock", repo, cluster)
+                                : pd_asprintf("/tmp/pgdrill-%s-keys.lock", cluster);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+    if (fd < 0 || flock(fd, how) < 0) {
+        int rc = pd_err_sys(err, PD_EIO, "could not lock \"%s\"", path);
+        if (fd >= 0)
+            close(fd);
+        pd_free(path);
+        return rc;
+    }
+    pd_free(path);
+    return fd;
+}
+
+/* Under the keyring lock: repo.json still names the master key we hold. */
+static int
+master_still_current(pd_repo *r, pd_err *err)
+{
+    char want[2 * PD_KEY_ID_SIZE + 1];
+    char *path = repo_path(r->cluster, "repo.json");
+    json_t *doc = NULL;
+    int rc = get_json(&doc, r->st, path, PD_REPO_JSON_MAX, err);
+
+    pd_hex(want, r->master_id, PD_KEY_ID_SIZE);
+    if (rc == 0 && strcmp(json_string_value(json_object_get(doc, "key_id")) ?: "", want) != 0) {
+        rc = pd_err_set(err, PD_ECONFIG,
+                        "the master key of cluster \"%s\" was rotated while pgdrill ran",
+                        r->cluster);
+        pd_err_hint(err, "set key-file to the new key and retry");
+    }
+    json_decref(doc);
+    pd_free(path);
+    return rc;
+}
+
 int
 pd_repo_new_data_key(pd_repo *r, const pd_secret **key, unsigned char id[PD_KEY_ID_SIZE],
                      pd_err *err)
 {
+    int lock = -1;
     unsigned char wrapped[PD_WRAPPED_KEY_SIZE];
     pd_secret *dk = NULL;
     json_t *doc = NULL, *list;
@@ -661,8 +712,12 @@ pd_repo_new_data_key(pd_repo *r, const pd_secret **key, unsigned char id[PD_KEY_
     memset(id, 0, PD_KEY_ID_SIZE);
     if (r->cipher == PD_CIPHER_NONE)
         return 0;
+    if ((lock = keys_lock(r->repo, r->cluster, LOCK_SH, err)) < 0)
+        return lock;
+    if ((rc = master_still_current(r, err)) < 0)
+        goto cleanup;
     if ((rc = pd_key_generate(&dk, err)) < 0)
-        return rc;
+        goto cleanup;
     pd_key_id(id, dk);
     if ((rc = pd_key_wrap(wrapped, r->master, dk, err)) < 0)
         goto cleanup;
@@ -683,6 +738,8 @@ pd_repo_new_data_key(pd_repo *r, const pd_secret **key, unsigned char id[PD_KEY_
     *key = dk;
     dk = NULL;
 cleanup:
+    if (lock >= 0)
+        close(lock);
     pd_secret_free(dk);
     json_decref(doc);
     pd_free(text);
@@ -933,7 +990,7 @@ pd_repo_rotate(char **summary, const pd_config *cfg, const char *new_key_file, p
     json_t *doc = NULL, *kdf;
     char *prefix = NULL, *text = NULL, *path = NULL;
     bool resuming = false;
-    int lock = -1;
+    int lock = -1, klock = -1;
     int rc;
 
     *summary = NULL;
@@ -976,9 +1033,14 @@ pd_repo_rotate(char **summary, const pd_config *cfg, const char *new_key_file, p
     c.new_master = new_master;
     pd_key_id(c.new_id, new_master);
 
-    // No backup (which makes data keys) and no other rotation meanwhile.
+    // No backup and no other rotation meanwhile, and no new data key
+    // (archive-push does not take the cluster lock) until the rotation ends.
     if ((lock = pd_repo_lock(cfg, err)) < 0) {
         rc = lock;
+        goto cleanup;
+    }
+    if ((klock = keys_lock(pd_config_get(cfg, "repo"), pd_config_cluster(cfg), LOCK_EX, err)) < 0) {
+        rc = klock;
         goto cleanup;
     }
     prefix = repo_path(pd_config_cluster(cfg), "keys");
@@ -1017,6 +1079,8 @@ cleanup:
     pd_secret_free(new_master);
     json_decref(doc);
     pd_storage_free(st);
+    if (klock >= 0)
+        close(klock);
     if (lock >= 0)
         close(lock);
     pd_free(prefix);

@@ -69,6 +69,9 @@ PD_MUST_CHECK int pd_repo_new_data_key(pd_repo *r, const pd_secret **key,
 PD_MUST_CHECK int pd_repo_bind_cluster(pd_repo *r, const char *system_identifier,
                                        int pg_version_num, pd_err *err);
 
+/* The system identifier the repository is bound to, or NULL before the first backup. */
+const char *pd_repo_system_identifier(const pd_repo *r);
+
 /*
  * Takes the cluster's lock (flock on a local file, so a crashed run never
  * leaves it held): one backup or key rotation at a time. Returns the fd to
