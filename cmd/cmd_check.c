@@ -22,7 +22,8 @@ json_error(const pd_err *err)
     char clean[PD_ERR_MSG_MAX + 64];
 
     pd_redact(err->msg, clean, sizeof(clean));
-    return json_string(clean) ? json_string(clean) : json_string("(not valid UTF-8)");
+    json_t *j = json_string(clean);
+    return j ? j : json_string("(not valid UTF-8)");
 }
 
 static void
