@@ -216,22 +216,29 @@ cleanup:
     return rc;
 }
 
-/* A new ID that sorts by time and is not taken. */
+static int
+count_entry(void *payload, const pd_storage_entry *e, pd_err *err)
+{
+    (void)e;
+    (void)err;
+    (*(int *)payload)++;
+    return 0;
+}
+
+/* A new ID that sorts by time and names no object yet (not even a crashed run's). */
 static int
 new_id(backup_ctx *c, pd_err *err)
 {
     for (int tries = 0; tries < 3; tries++) {
-        pd_storage_entry e;
+        int n = 0;
         pd_time_id(c->id, sizeof(c->id), time(NULL));
-        char *path = pd_asprintf("%s/backups/%s/base.tar", pd_repo_cluster(c->repo), c->id);
-        int rc = pd_storage_stat(pd_repo_storage(c->repo), path, &e, err);
-        pd_free(path);
-        if (rc == PD_ENOTFOUND) {
-            pd_err_clear(err);
-            return 0;
-        }
+        char *prefix = pd_asprintf("%s/backups/%s", pd_repo_cluster(c->repo), c->id);
+        int rc = pd_storage_list(pd_repo_storage(c->repo), prefix, count_entry, &n, err);
+        pd_free(prefix);
         if (rc < 0)
             return rc;
+        if (n == 0)
+            return 0;
         sleep(1);
     }
     return pd_err_set(err, PD_EFAIL, "could not choose a new backup ID");
@@ -290,8 +297,8 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     m = NULL;
 cleanup:
     if (rc < 0 && c.id[0])
-        pd_log_info("backup %s was not committed; it shows as incomplete until expire removes "
-                    "it",
+        pd_log_info("backup %s was not committed: it will never be restored, and expire removes "
+                    "what it left",
                     c.id);
     pd_progress_free(c.progress);
     pd_objw_free(c.current);

@@ -237,7 +237,7 @@ pd_basebackup_run(pd_bb_info *info, const pd_pg_opts *pgopts, const pd_bb_opts *
 
     label = PQescapeLiteral(conn, opts->label, strlen(opts->label));
     cmd = pd_asprintf("BASE_BACKUP (LABEL %s, PROGRESS, CHECKPOINT '%s', WAIT true, WAL true, "
-                      "MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', TABLESPACE_MAP, "
+                      "MANIFEST 'yes', MANIFEST_CHECKSUMS 'CRC32C', "
                       "VERIFY_CHECKSUMS %s, TARGET 'client')",
                       label ? label : "'pgdrill'", opts->fast_checkpoint ? "fast" : "spread",
                       opts->verify_checksums ? "true" : "false");

@@ -90,15 +90,33 @@ static int
 extract_entry(void *payload, struct archive *a, struct archive_entry *e, pd_err *err)
 {
     extract_ctx *x = payload;
+    // Our own copies: archive_entry_set_pathname frees the entry's strings.
+    char name_buf[PATH_MAX], hard_buf[PATH_MAX];
     const char *name = archive_entry_pathname(e);
     const char *link = archive_entry_symlink(e);
     const char *hard = archive_entry_hardlink(e);
     char full[PATH_MAX];
+
+    if ((name && strlen(name) >= sizeof(name_buf)) || (hard && strlen(hard) >= sizeof(hard_buf)))
+        return pd_err_set(err, PD_ECORRUPT, "tar archive \"%s\" has an entry name too long",
+                          x->what);
+    if (name)
+        name = memcpy(name_buf, name, strlen(name) + 1);
+    if (hard)
+        hard = memcpy(hard_buf, hard, strlen(hard) + 1);
     const void *buf;
     size_t len;
     la_int64_t off;
     int r;
 
+    // The server's tablespace links point at the original locations: restore
+    // makes its own, at the mapped ones (as pg_basebackup -Fp does).
+    if (name != NULL && link != NULL && strncmp(name, "pg_tblspc/", 10) == 0) {
+        size_t digits = strspn(name + 10, "0123456789");
+        const char *rest = name + 10 + digits;
+        if (digits > 0 && (rest[0] == '\0' || (rest[0] == '/' && rest[1] == '\0')))
+            return 0;
+    }
     if (name == NULL || !path_is_inside(name))
         return pd_err_set(err, PD_ECORRUPT,
                           "tar archive \"%s\" has an entry outside the target: \"%s\"", x->what,
@@ -334,7 +352,7 @@ pd_restore_physical(json_t **manifest, const pd_config *cfg, const pd_restore_op
     pd_repo *r = NULL;
     json_t *m = NULL, *ts, *o;
     const char *id;
-    char *base = NULL, *path = NULL, *map_text = NULL;
+    char *base = NULL, *path = NULL;
     char size[PD_FMT_BUF], dur[PD_FMT_BUF];
     double t0 = pd_time_mono();
     bool writing = false;
@@ -451,17 +469,6 @@ pd_restore_physical(json_t **manifest, const pd_config *cfg, const pd_restore_op
         }
         pd_free(path);
         path = NULL;
-        char *line = pd_asprintf("%s%s %s\n", map_text ? map_text : "", t[k].oid, t[k].dir);
-        pd_free(map_text);
-        map_text = line;
-    }
-    // PostgreSQL recreates the links from tablespace_map at startup: write the mapped ones.
-    if (map_text) {
-        path = pd_asprintf("%s/tablespace_map", base);
-        if ((rc = write_text(path, map_text, err)) < 0)
-            goto cleanup;
-        pd_free(path);
-        path = NULL;
     }
     // backup_manifest, so that pg_verifybackup can check the result.
     if ((o = find_object(m, "backup_manifest")) != NULL) {
@@ -530,6 +537,5 @@ cleanup:
     pd_repo_free(r);
     pd_free(base);
     pd_free(path);
-    pd_free(map_text);
     return rc;
 }
