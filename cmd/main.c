@@ -48,7 +48,11 @@ static const pd_cmd_def commands[] = {
      pd_cmd_restore,
      "restore --target-dir DIR [--backup ID|latest] [TARGET OPTIONS]",
      "restore a backup into a directory, optionally to a point in time",
-     "Restores a physical backup into an empty directory, optionally with a recovery target.",
+     "Restores a physical backup into an empty directory. With a recovery target (or when\n"
+     "WAL is archived) it writes restore_command and the target into postgresql.auto.conf and\n"
+     "creates recovery.signal; without --backup it picks the newest backup that ended before\n"
+     "the target. Run it with --dry-run first: it says which backup and WAL it would use and\n"
+     "whether all of it is there, and writes nothing.",
      "pgdrill --cluster main restore --target-dir /srv/restore --target-time '2026-11-24 "
      "02:00:00+00'",
      0,
@@ -61,7 +65,9 @@ static const pd_cmd_def commands[] = {
       {"target-xid", "XID", "recover up to this transaction"},
       {"target-name", "NAME", "recover up to this restore point"},
       {"target", "immediate", "stop as soon as the backup is consistent"},
-      {"target-action", "ACTION", "pause, promote or shutdown"},
+      {"target-action", "ACTION", "pause, promote or shutdown (PostgreSQL's default: pause)"},
+      {"target-timeline", "TLI", "latest (default), current or a timeline number"},
+      {"target-exclusive", NULL, "stop just before the target, not after it"},
       {"dry-run", NULL, "say what would be done, write nothing"}}},
     {"verify",
      pd_cmd_verify,

@@ -31,6 +31,7 @@
 #include "common/mem.h"
 #include "common/time.h"
 #include "restore/catalog.h"
+#include "restore/recovery.h"
 #include "restore/tar.h"
 #include "restore/verify.h"
 #include "storage/repo.h"
@@ -347,6 +348,7 @@ int
 pd_restore_physical(json_t **manifest, const pd_config *cfg, const pd_restore_opts *opts,
                     pd_err *err)
 {
+    pd_recovery_plan_t plan = {0};
     target t[PD_RESTORE_MAX_MAPS + 1];
     int nt = 0;
     pd_repo *r = NULL;
@@ -363,8 +365,9 @@ pd_restore_physical(json_t **manifest, const pd_config *cfg, const pd_restore_op
     memset(t, 0, sizeof(t));
     if ((rc = pd_repo_open(&r, cfg, err)) < 0)
         goto cleanup;
-    if ((rc = pd_catalog_find(&m, r, opts->backup, err)) < 0)
+    if ((rc = pd_recovery_plan(&plan, r, opts, err)) < 0)
         goto cleanup;
+    m = json_incref(plan.manifest);
     id = json_string_value(json_object_get(m, "id"));
 
     // Invariant 1: every check before anything is written.
@@ -413,6 +416,12 @@ pd_restore_physical(json_t **manifest, const pd_config *cfg, const pd_restore_op
         t[nt++].created = rc == 1;
     }
     rc = 0;
+    if (opts->dry_run) {
+        pd_recovery_print_dry_run(&plan, base);
+        *manifest = m;
+        m = NULL;
+        goto cleanup;
+    }
 
     // Invariant 2: the marker first, then the data.
     writing = true;
@@ -493,6 +502,9 @@ pd_restore_physical(json_t **manifest, const pd_config *cfg, const pd_restore_op
         pd_free(path);
         path = NULL;
     }
+    // Recovery settings: restore_command and the target, when the archive is used.
+    if (plan.recover && (rc = pd_recovery_write(base, &plan, opts, err)) < 0)
+        goto cleanup;
     // Invariant 3, then 4.
     for (int k = 0; k < nt; k++)
         if ((rc = sync_tree(t[k].dir, err)) < 0)
@@ -534,6 +546,7 @@ cleanup:
         pd_free(t[k].dir);
     }
     json_decref(m);
+    json_decref(plan.manifest);
     pd_repo_free(r);
     pd_free(base);
     pd_free(path);

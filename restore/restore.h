@@ -22,6 +22,15 @@ typedef struct pd_restore_opts {
         const char *dir;
     } maps[PD_RESTORE_MAX_MAPS];
     int n_maps;
+    /* Recovery: at most one target; NULL/false when not given. */
+    const char *target_time, *target_lsn, *target_xid, *target_name;
+    bool target_immediate;
+    const char *target_action;   /* pause, promote, shutdown; NULL: PostgreSQL's default */
+    const char *target_timeline; /* NULL: PostgreSQL's default (latest) */
+    bool target_exclusive;
+    bool dry_run; /* say what would be done; write nothing */
+    /* restore_command for postgresql.auto.conf (built by cmd/): pgdrill archive-get %f %p */
+    const char *restore_command;
 } pd_restore_opts;
 
 /*
