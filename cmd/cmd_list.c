@@ -5,7 +5,10 @@
 #include "cmd/cmd.h"
 #include "common/fmt.h"
 #include "common/json.h"
+#include "common/log.h"
 #include "restore/catalog.h"
+#include "restore/target.h"
+#include "restore/walindex.h"
 
 static const char *
 str(json_t *m, const char *key)
@@ -14,9 +17,25 @@ str(json_t *m, const char *key)
     return s ? s : "-";
 }
 
-static json_t *
-entry_json(const pd_backup_entry *e)
+static void
+reach_of(const pd_backup_entry *e, const pd_wal_index *w, pd_wal_reach *reach)
 {
+    uint64_t stop = 0;
+    pd_err ignore = PD_ERR_INIT;
+
+    memset(reach, 0, sizeof(*reach));
+    if (e->manifest == NULL ||
+        pd_target_parse_lsn(&stop, str(e->manifest, "stop_lsn"), &ignore) < 0)
+        return;
+    pd_wal_index_reach(w, (unsigned)json_integer_value(json_object_get(e->manifest, "timeline")),
+                       stop, reach);
+}
+
+static json_t *
+entry_json(const pd_backup_entry *e, const pd_wal_index *w)
+{
+    pd_wal_reach reach;
+    char lsn[32];
     json_t *j = json_object(), *m = e->manifest;
     static const char *const copy[] = {"start_time", "stop_time", "start_lsn", "stop_lsn"};
 
@@ -36,6 +55,14 @@ entry_json(const pd_backup_entry *e)
                         m ? json_incref(json_object_get(m, "pg_version")) : json_null());
     // Drill reports come with the drills work (issue #8).
     json_object_set_new(j, "last_drill", json_null());
+    reach_of(e, w, &reach);
+    if (e->manifest) {
+        snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(reach.reach_lsn >> 32),
+                 (unsigned)reach.reach_lsn);
+        json_object_set_new(j, "recoverable_to_lsn", json_string(lsn));
+        json_object_set_new(j, "wal_gap",
+                            reach.missing[0] ? json_string(reach.missing) : json_null());
+    }
     return j;
 }
 
@@ -46,19 +73,21 @@ pd_cmd_list(const pd_cmd_args *args)
     pd_config *cfg = NULL;
     pd_repo *r = NULL;
     pd_backup_entry *e = NULL;
+    pd_wal_index *w = NULL;
     size_t n = 0;
     int rc;
 
     if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
         return rc;
-    if (pd_repo_open(&r, cfg, &err) < 0 || pd_catalog_list(&e, &n, r, &err) < 0) {
+    if (pd_repo_open(&r, cfg, &err) < 0 || pd_catalog_list(&e, &n, r, &err) < 0 ||
+        pd_wal_index_load(&w, r, &err) < 0) {
         rc = pd_cmd_fail(&err);
         goto cleanup;
     }
     if (pd_cmd_flag(args, "json")) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, entry_json(&e[i]));
+            json_array_append_new(arr, entry_json(&e[i], w));
         if (pd_json_print(stdout, arr, &err) < 0)
             rc = pd_cmd_fail(&err);
         json_decref(arr);
@@ -68,8 +97,9 @@ pd_cmd_list(const pd_cmd_args *args)
         printf("cluster %s has no backups yet\n", pd_config_cluster(cfg));
         goto cleanup;
     }
-    printf("%-18s %-9s %-11s %-21s %-10s %-10s %-12s %-12s %s\n", "ID", "TYPE", "STATE",
-           "STARTED (UTC)", "SIZE", "STORED", "START LSN", "STOP LSN", "LAST DRILL");
+    printf("%-18s %-9s %-11s %-21s %-10s %-10s %-12s %-12s %-16s %s\n", "ID", "TYPE", "STATE",
+           "STARTED (UTC)", "SIZE", "STORED", "START LSN", "STOP LSN", "RECOVERABLE TO",
+           "LAST DRILL");
     for (size_t i = 0; i < n; i++) {
         json_t *m = e[i].manifest;
         char size[PD_FMT_BUF] = "-", stored[PD_FMT_BUF];
@@ -82,12 +112,23 @@ pd_cmd_list(const pd_cmd_args *args)
             started[19] = '\0';
         }
         pd_fmt_size(stored, sizeof(stored), e[i].stored_size);
-        printf("%-18s %-9s %-11s %-21s %-10s %-10s %-12s %-12s %s\n", e[i].id,
+        pd_wal_reach reach;
+        char to[40] = "-";
+        reach_of(&e[i], w, &reach);
+        if (m)
+            snprintf(to, sizeof(to), "%X/%X%s", (unsigned)(reach.reach_lsn >> 32),
+                     (unsigned)reach.reach_lsn, reach.missing[0] ? " (gap)" : "");
+        printf("%-18s %-9s %-11s %-21s %-10s %-10s %-12s %-12s %-16s %s\n", e[i].id,
                m ? str(m, "type") : "-", e[i].complete ? "complete" : "incomplete", started, size,
-               stored, m ? str(m, "start_lsn") : "-", m ? str(m, "stop_lsn") : "-", "-");
+               stored, m ? str(m, "start_lsn") : "-", m ? str(m, "stop_lsn") : "-", to, "-");
+        if (reach.missing[0])
+            pd_log_warning("backup %s: WAL file %s is missing from the archive; the backup can "
+                           "be recovered only up to LSN %s",
+                           e[i].id, reach.missing, to);
     }
 cleanup:
     pd_catalog_free(e, n);
+    pd_wal_index_free(w);
     pd_repo_free(r);
     pd_config_free(cfg);
     return rc;

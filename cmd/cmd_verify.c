@@ -8,7 +8,9 @@
 #include "common/log.h"
 #include "common/time.h"
 #include "restore/catalog.h"
+#include "restore/target.h"
 #include "restore/verify.h"
+#include "restore/walindex.h"
 
 int
 pd_cmd_verify(const pd_cmd_args *args)
@@ -18,6 +20,7 @@ pd_cmd_verify(const pd_cmd_args *args)
     pd_config *cfg = NULL;
     pd_repo *r = NULL;
     pd_backup_entry *e = NULL;
+    pd_wal_index *w = NULL;
     json_t *report = json_array();
     size_t n = 0;
     int rc, worst = PD_EXIT_OK;
@@ -26,7 +29,8 @@ pd_cmd_verify(const pd_cmd_args *args)
         json_decref(report);
         return rc;
     }
-    if (pd_repo_open(&r, cfg, &err) < 0 || pd_catalog_list(&e, &n, r, &err) < 0) {
+    if (pd_repo_open(&r, cfg, &err) < 0 || pd_catalog_list(&e, &n, r, &err) < 0 ||
+        pd_wal_index_load(&w, r, &err) < 0) {
         worst = pd_cmd_fail(&err);
         goto cleanup;
     }
@@ -47,6 +51,28 @@ pd_cmd_verify(const pd_cmd_args *args)
             continue;
         double t0 = pd_time_mono();
         rc = pd_verify_backup(&res, r, m, &err);
+        // The archive must be continuous from the backup on (point-in-time recovery).
+        uint64_t stop = 0;
+        pd_wal_reach reach;
+        memset(&reach, 0, sizeof(reach));
+        if (pd_target_parse_lsn(&stop, json_string_value(json_object_get(m, "stop_lsn")) ?: "",
+                                &err) == 0)
+            pd_wal_index_reach(w, (unsigned)json_integer_value(json_object_get(m, "timeline")),
+                               stop, &reach);
+        if (reach.missing[0]) {
+            char lsn[32];
+            snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(reach.reach_lsn >> 32),
+                     (unsigned)reach.reach_lsn);
+            pd_log_error("backup %s: WAL file %s is missing from the archive (a gap before %s); "
+                         "the backup can be recovered only up to LSN %s",
+                         e[i].id, reach.missing, reach.newest, lsn);
+            res.problems++;
+            if (rc == 0)
+                rc = pd_err_set(&err, PD_ECORRUPT,
+                                "backup %s failed verification: the WAL "
+                                "archive has a gap at %s",
+                                e[i].id, reach.missing);
+        }
         json_t *j = json_object();
         json_object_set_new(j, "id", json_string(e[i].id));
         json_object_set_new(j, "result", json_string(rc == 0 ? "ok" : "failed"));
@@ -71,6 +97,7 @@ pd_cmd_verify(const pd_cmd_args *args)
         worst = pd_cmd_fail(&err);
 cleanup:
     json_decref(report);
+    pd_wal_index_free(w);
     pd_catalog_free(e, n);
     pd_repo_free(r);
     pd_config_free(cfg);

@@ -418,10 +418,21 @@ pd_restore_physical(json_t **manifest, const pd_config *cfg, const pd_restore_op
     rc = 0;
     if (opts->dry_run) {
         pd_recovery_print_dry_run(&plan, base);
+        if (plan.missing_segment[0]) {
+            rc = pd_err_set(err, PD_ECORRUPT,
+                            "WAL file %s is missing from the archive: recovery from backup %s "
+                            "would stop there",
+                            plan.missing_segment, id);
+            goto cleanup;
+        }
         *manifest = m;
         m = NULL;
         goto cleanup;
     }
+    if (plan.missing_segment[0])
+        pd_log_warning("WAL file %s is missing from the archive: recovery will stop there and "
+                       "later changes will not be restored",
+                       plan.missing_segment);
 
     // Invariant 2: the marker first, then the data.
     writing = true;
