@@ -376,16 +376,19 @@ open_header(open_stage *o, pd_err *err)
     if ((rc = crypto_setup(&o->c, h, o->identity, key, err)) < 0)
         return rc;
     o->buf = pd_malloc(LEN_SIZE + o->frame_size + PD_OBJ_TAG_SIZE);
-    // Compression is known only now: put a decompressor in front of next.
+    // Compression is known only now: put a decompressor in front of next,
+    // each on its own thread when parallel (open -> async -> unzstd -> async -> next).
+    pd_stage *next = o->base.next;
+    o->base.next = NULL;
+    if (o->opts.parallel)
+        next = pd_stage_async_new(next, PD_ASYNC_SLOT, PD_ASYNC_SLOTS);
     if (h[9] == PD_COMPRESSION_ZSTD) {
         pd_stage *unz = NULL;
-        pd_stage *next = o->base.next;
-        o->base.next = NULL;
-        rc = pd_stage_unzstd_new(&unz, o->identity, next, err);
-        o->base.next = unz;
-        if (rc < 0)
-            return rc;
+        if ((rc = pd_stage_unzstd_new(&unz, o->identity, next, err)) < 0)
+            return rc; // next was freed with the failed stage
+        next = o->opts.parallel ? pd_stage_async_new(unz, PD_ASYNC_SLOT, PD_ASYNC_SLOTS) : unz;
     }
+    o->base.next = next;
     return 0;
 }
 
