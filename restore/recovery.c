@@ -79,7 +79,7 @@ pd_recovery_plan(pd_recovery_plan_t *plan, pd_repo *r, const pd_restore_opts *o,
 {
     pd_backup_entry *e = NULL;
     size_t n = 0;
-    wal_scan w = {"", 0, json_object()};
+    wal_scan w = {"", 0, NULL};
     char *prefix = NULL;
     char when[PD_TIME_BUF];
     int rc;
@@ -107,6 +107,8 @@ pd_recovery_plan(pd_recovery_plan_t *plan, pd_repo *r, const pd_restore_opts *o,
         return pd_err_set(err, PD_ECONFIG, "bad target xid \"%s\": expected a number",
                           o->target_xid);
 
+    // From here every exit goes through cleanup.
+    w.segments = json_object();
     if ((rc = pd_catalog_list(&e, &n, r, err)) < 0)
         goto cleanup;
     prefix = pd_repo_path(r, "wal");

@@ -834,3 +834,65 @@ class ExistingPostgres(Postgres):
     def init(self):
         self._write_settings()
         return self
+
+
+# ----------------------------------------------------------------- pgdrill as the server user
+
+_SERVER_BINARY = {}  # session root -> path of the copy
+
+
+def server_binary():
+    """A copy of the pgdrill binary that the server user can execute, cached
+    per session: PostgreSQL runs archive_command and restore_command as that
+    user, who may not reach $PGDRILL_BIN (CI clones into a mktemp -d
+    directory, mode 0700, owned by root). Lives in <session root>/bin-*/,
+    mode 0755."""
+    root = SESSION.ensure_root()
+    path = _SERVER_BINARY.get(root)
+    if path is None or not os.path.exists(path):
+        path = os.path.join(SESSION.mkdir("bin"), "pgdrill")
+        shutil.copyfile(pgdrill_bin(), path)
+        os.chmod(path, 0o755)
+        _SERVER_BINARY[root] = path
+    return path
+
+
+def server_user_kwargs():
+    """subprocess keyword arguments that run a child as the server user (as
+    root; none otherwise), as run_as_server does for PostgreSQL's programs."""
+    if not IS_ROOT:
+        return {}
+    uid, gid = ensure_server_user()
+    return {"user": uid, "group": gid, "extra_groups": []}
+
+
+def server_pgdrill_env(env=None, home=None):
+    """pgdrill_env(env) for a pgdrill run by the server user: HOME, USER and
+    LOGNAME are the server user's (as root)."""
+    full = pgdrill_env(env)
+    if IS_ROOT:
+        full.update({"HOME": home or SESSION.ensure_root(), "USER": SERVER_USER,
+                     "LOGNAME": SERVER_USER})
+    return full
+
+
+def run_pgdrill_as_server(*args, config=None, env=None, check=False, input=None, timeout=300,
+                          cwd=None):
+    """run_pgdrill, but server_binary() run by the server user: for a
+    repository that PostgreSQL's archive_command writes too, so that every
+    file in it belongs to that user (pgdrill creates files 0600 and
+    directories 0700), and so that the restore_command `restore` writes
+    names a binary the server can run."""
+    cmd = [server_binary()]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    cmd += [str(a) for a in args]
+    cwd = cwd or SESSION.ensure_root()
+    proc = subprocess.run(cmd, env=server_pgdrill_env(env, home=cwd), input=input,
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          stdin=None if input is not None else subprocess.DEVNULL,
+                          **server_user_kwargs())
+    if check and proc.returncode != 0:
+        raise HarnessError(f"{shlex.join(cmd)} exited with {proc.returncode}\n"
+                           f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
