@@ -108,9 +108,17 @@ PD_MUST_CHECK int pd_stage_unzstd_new(pd_stage **out, const char *what, pd_stage
  * nslots buffers of slot_size bytes (memory fixed at creation). Errors
  * downstream come back at the next write or at finish.
  */
-#define PD_ASYNC_SLOT  (256 * 1024)
-#define PD_ASYNC_SLOTS 4
+#define PD_ASYNC_SLOT  (1024 * 1024)
+#define PD_ASYNC_SLOTS 8
 pd_stage *pd_stage_async_new(pd_stage *next, size_t slot_size, size_t nslots);
+
+/*
+ * Zero-copy into an async stage: reserve gives the free part of its current
+ * slot (false when s is not a push-mode async stage or has failed); the
+ * producer writes up to len bytes there and commits how many it wrote.
+ */
+bool pd_stage_async_reserve(pd_stage *s, void **buf, size_t *len);
+PD_MUST_CHECK int pd_stage_async_commit(pd_stage *s, size_t n, pd_err *err);
 
 /*
  * A sink for pull-style consumers (libarchive reads, a child's stdin):

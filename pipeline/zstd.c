@@ -128,7 +128,12 @@ unzstd_write(pd_stage *s, const void *buf, size_t len, pd_err *err)
     // Loop while input remains, or while the last call filled the output
     // buffer (zstd may hold more output back).
     while (in.pos < in.size || full) {
-        ZSTD_outBuffer out = {z->out, z->out_size, 0};
+        void *direct = NULL;
+        size_t room = 0;
+        // Decompress straight into the next async stage's slot when there is
+        // one: the copy would otherwise sit on the slowest thread of a restore.
+        bool zero_copy = pd_stage_async_reserve(s->next, &direct, &room) && room > 0;
+        ZSTD_outBuffer out = {zero_copy ? direct : z->out, zero_copy ? room : z->out_size, 0};
         size_t before = in.pos;
         size_t hint = ZSTD_decompressStream(z->dctx, &out, &in);
         int rc;
@@ -140,7 +145,9 @@ unzstd_write(pd_stage *s, const void *buf, size_t len, pd_err *err)
         if (in.pos > before || out.pos > 0)
             z->last_hint = hint;
         full = out.pos == out.size;
-        if (out.pos > 0 && (rc = pd_stage_forward(s, z->out, out.pos, err)) < 0)
+        if (zero_copy && out.pos > 0 && (rc = pd_stage_async_commit(s->next, out.pos, err)) < 0)
+            return rc;
+        if (!zero_copy && out.pos > 0 && (rc = pd_stage_forward(s, z->out, out.pos, err)) < 0)
             return rc;
         if (!full && in.pos == before && out.pos == 0)
             break;
