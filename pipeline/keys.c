@@ -59,7 +59,21 @@ pd_key_file_create(const char *path, pd_err *err)
     if (close(fd) < 0) {
         rc = pd_err_sys(err, PD_EIO, "could not write key file \"%s\"", path);
         unlink(path);
+        goto cleanup;
     }
+    // The file's name must survive a crash as surely as its bytes.
+    char *dir = pd_strdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = '\0';
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || fsync(dfd) < 0) {
+        rc = pd_err_sys(err, PD_EIO, "could not fsync the directory of key file \"%s\"", path);
+        unlink(path);
+    }
+    if (dfd >= 0)
+        close(dfd);
+    pd_free(dir);
 cleanup:
     OPENSSL_cleanse(k, sizeof(k));
     return rc;
@@ -75,7 +89,7 @@ pd_key_file_read(pd_secret **out, const char *path, pd_err *err)
     if (pd_secret_len(*out) != PD_KEY_SIZE) {
         rc = pd_err_set(err, PD_ECONFIG, "cannot use key file \"%s\": %zu bytes, expected %d", path,
                         pd_secret_len(*out), PD_KEY_SIZE);
-        pd_err_hint(err, "create one with pgdrill init --generate-key-file");
+        pd_err_hint(err, "a pgdrill key file holds exactly 32 bytes: is this the right file?");
         pd_secret_free(*out);
         *out = NULL;
     }

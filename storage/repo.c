@@ -220,7 +220,7 @@ kdf_parse(pd_scrypt_params *p, json_t *j)
     if (strcmp(json_string_value(json_object_get(j, "name")) ?: "", "scrypt") != 0)
         return -1;
     // Bounds keep a tampered repo.json from asking for unbounded memory or time.
-    if (n < 1024 || n > (1 << 22) || r < 1 || r > 32 || pp < 1 || pp > 16)
+    if (n < 1024 || n > (1 << 22) || (n & (n - 1)) != 0 || r < 1 || r > 32 || pp < 1 || pp > 16)
         return -1;
     p->n = (uint64_t)n;
     p->r = (uint32_t)r;
