@@ -15,25 +15,8 @@
 #include "backup/archive.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "restore/fdio.h"
 #include "storage/repo.h"
-
-static int
-fd_write(void *payload, const void *buf, size_t len, pd_err *err)
-{
-    int fd = *(int *)payload;
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return pd_err_sys(err, PD_EIO, "could not write the restored WAL file");
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 int
 pd_archive_get(const pd_config *cfg, const char *name, const char *path, pd_err *err)
@@ -64,7 +47,7 @@ pd_archive_get(const pd_config *cfg, const char *name, const char *path, pd_err 
         rc = pd_err_sys(err, PD_EIO, "could not create \"%s\"", tmp);
         goto cleanup;
     }
-    sink = pd_stage_sink_new(fd_write, NULL, &fd);
+    sink = pd_fdio_sink_new(&fd, tmp);
     rc = pd_objr_read(r, object, NULL, sink, NULL, err);
     if (rc == PD_ENOTFOUND)
         goto cleanup;

@@ -19,6 +19,7 @@
 #include "common/mem.h"
 #include "common/time.h"
 #include "restore/catalog.h"
+#include "restore/fdio.h"
 #include "restore/target.h"
 
 #define SEG_SIZE (16ULL * 1024 * 1024)
@@ -266,10 +267,13 @@ append_file(const char *path, const char *text, pd_err *err)
     int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     size_t len = strlen(text);
 
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) < 0) {
-        int rc = pd_err_sys(err, PD_EIO, "could not write \"%s\"", path);
-        if (fd >= 0)
-            close(fd);
+    if (fd < 0)
+        return pd_err_sys(err, PD_EIO, "could not open \"%s\"", path);
+    int rc = pd_fdio_write_all(fd, text, len, path, err);
+    if (rc == 0 && fsync(fd) < 0)
+        rc = pd_err_sys(err, PD_EIO, "could not fsync \"%s\"", path);
+    if (rc < 0) {
+        close(fd);
         return rc;
     }
     return close(fd) < 0 ? pd_err_sys(err, PD_EIO, "could not write \"%s\"", path) : 0;

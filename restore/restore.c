@@ -31,6 +31,7 @@
 #include "common/mem.h"
 #include "common/time.h"
 #include "restore/catalog.h"
+#include "restore/fdio.h"
 #include "restore/recovery.h"
 #include "restore/tar.h"
 #include "restore/verify.h"
@@ -282,32 +283,16 @@ write_text(const char *path, const char *text, pd_err *err)
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     size_t len = strlen(text);
 
-    if (fd < 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) < 0) {
-        int rc = pd_err_sys(err, PD_EIO, "could not write \"%s\"", path);
-        if (fd >= 0)
-            close(fd);
+    if (fd < 0)
+        return pd_err_sys(err, PD_EIO, "could not create \"%s\"", path);
+    int rc = pd_fdio_write_all(fd, text, len, path, err);
+    if (rc == 0 && fsync(fd) < 0)
+        rc = pd_err_sys(err, PD_EIO, "could not fsync \"%s\"", path);
+    if (rc < 0) {
+        close(fd);
         return rc;
     }
     return close(fd) < 0 ? pd_err_sys(err, PD_EIO, "could not write \"%s\"", path) : 0;
-}
-
-/* A sink writing into a file descriptor. */
-static int
-fd_write(void *payload, const void *buf, size_t len, pd_err *err)
-{
-    int fd = *(int *)payload;
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return pd_err_sys(err, PD_EIO, "could not write backup_manifest");
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
 }
 
 static json_t *
@@ -500,7 +485,7 @@ pd_restore_physical(json_t **manifest, const pd_config *cfg, const pd_restore_op
             goto cleanup;
         }
         char *obj = pd_asprintf("backups/%s/backup_manifest", id);
-        pd_stage *sink = pd_stage_sink_new(fd_write, NULL, &mfd);
+        pd_stage *sink = pd_fdio_sink_new(&mfd, path);
         rc = pd_verify_object_info(&info, o) < 0
                  ? pd_err_set(err, PD_ECORRUPT, "manifest of backup %s is damaged", id)
                  : pd_objr_read(r, obj, &info, sink, NULL, err);
