@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "backup/basebackup.h"
+#include "backup/rowcount.h"
 #include "common/fmt.h"
 #include "common/json.h"
 #include "common/log.h"
@@ -160,7 +161,7 @@ confirm_objects(backup_ctx *c, pd_err *err)
 }
 
 static json_t *
-build_manifest(backup_ctx *c, const pd_bb_info *info, time_t start, time_t stop)
+build_manifest(backup_ctx *c, const pd_bb_info *info, time_t start, time_t stop, json_t *counts)
 {
     json_t *m = json_object(), *ts = json_array();
 
@@ -191,6 +192,7 @@ build_manifest(backup_ctx *c, const pd_bb_info *info, time_t start, time_t stop)
     json_object_set_new(m, "checksum_failures", json_integer(info->checksum_failures));
     json_object_set_new(m, "pgdrill_version", json_string(PD_VERSION));
     json_object_set_new(m, "objects", json_incref(c->objects));
+    json_object_set_new(m, "row_counts", counts);
     return m;
 }
 
@@ -254,6 +256,7 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     pd_pg_opts po = PD_PG_OPTS_INIT;
     char size[PD_FMT_BUF], stored[PD_FMT_BUF], dur[PD_FMT_BUF], rate[PD_FMT_BUF];
     json_t *m = NULL;
+    pd_rowcount *counts = NULL;
     double t0 = pd_time_mono();
     time_t start = time(NULL);
     int lock = -1;
@@ -273,6 +276,7 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     if ((rc = pd_repo_new_data_key(c.repo, &c.key, c.key_id, err)) < 0)
         goto cleanup;
     pd_pg_opts_from_config(&po, cfg);
+    counts = pd_rowcount_begin(&po);
     bo.label = c.id;
     if ((rc = pd_basebackup_run(info, &po, &bo, &cb, err)) < 0)
         goto cleanup;
@@ -282,7 +286,8 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     c.progress = NULL;
     if ((rc = confirm_objects(&c, err)) < 0)
         goto cleanup;
-    m = build_manifest(&c, info, start, time(NULL));
+    time_t stop = time(NULL);
+    m = build_manifest(&c, info, start, stop, pd_rowcount_finish(counts));
     if ((rc = commit_manifest(&c, m, err)) < 0)
         goto cleanup;
 
@@ -307,6 +312,7 @@ cleanup:
     pd_repo_free(c.repo);
     if (lock >= 0)
         close(lock);
+    pd_rowcount_free(counts);
     pd_free(info);
     return rc;
 }

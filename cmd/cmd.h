@@ -97,5 +97,7 @@ int pd_cmd_restore(const pd_cmd_args *args);
 int pd_cmd_archive_push(const pd_cmd_args *args);
 int pd_cmd_archive_get(const pd_cmd_args *args);
 int pd_cmd_key(const pd_cmd_args *args);
+int pd_cmd_drill(const pd_cmd_args *args);
+int pd_cmd_status(const pd_cmd_args *args);
 
 #endif

@@ -6,6 +6,7 @@
 #include "common/fmt.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "drills/report.h"
 #include "restore/catalog.h"
 #include "restore/target.h"
 #include "restore/walindex.h"
@@ -32,7 +33,7 @@ reach_of(const pd_backup_entry *e, const pd_wal_index *w, pd_wal_reach *reach)
 }
 
 static json_t *
-entry_json(const pd_backup_entry *e, const pd_wal_index *w)
+entry_json(const pd_backup_entry *e, const pd_wal_index *w, json_t *drills)
 {
     pd_wal_reach reach;
     char lsn[32];
@@ -53,8 +54,8 @@ entry_json(const pd_backup_entry *e, const pd_wal_index *w)
     json_object_set_new(j, "stored_size", json_integer((json_int_t)e->stored_size));
     json_object_set_new(j, "pg_version",
                         m ? json_incref(json_object_get(m, "pg_version")) : json_null());
-    // Drill reports come with the drills work (issue #8).
-    json_object_set_new(j, "last_drill", json_null());
+    json_object_set_new(j, "last_drill",
+                        pd_drill_report_brief(pd_drill_report_last_of(drills, e->id)));
     reach_of(e, w, &reach);
     if (e->manifest) {
         snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(reach.reach_lsn >> 32),
@@ -74,20 +75,21 @@ pd_cmd_list(const pd_cmd_args *args)
     pd_repo *r = NULL;
     pd_backup_entry *e = NULL;
     pd_wal_index *w = NULL;
+    json_t *drills = NULL;
     size_t n = 0;
     int rc;
 
     if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
         return rc;
     if (pd_repo_open(&r, cfg, &err) < 0 || pd_catalog_list(&e, &n, r, &err) < 0 ||
-        pd_wal_index_load(&w, r, &err) < 0) {
+        pd_wal_index_load(&w, r, &err) < 0 || pd_drill_reports_load(&drills, r, &err) < 0) {
         rc = pd_cmd_fail(&err);
         goto cleanup;
     }
     if (pd_cmd_flag(args, "json")) {
         json_t *arr = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, entry_json(&e[i], w));
+            json_array_append_new(arr, entry_json(&e[i], w, drills));
         if (pd_json_print(stdout, arr, &err) < 0)
             rc = pd_cmd_fail(&err);
         json_decref(arr);
@@ -118,15 +120,21 @@ pd_cmd_list(const pd_cmd_args *args)
         if (m)
             snprintf(to, sizeof(to), "%X/%X%s", (unsigned)(reach.reach_lsn >> 32),
                      (unsigned)reach.reach_lsn, reach.missing[0] ? " (gap)" : "");
+        json_t *d = pd_drill_report_last_of(drills, e[i].id);
+        char drill[96] = "-";
+        if (d)
+            snprintf(drill, sizeof(drill), "%s %s (RTO %.1f s)", str(d, "result"), str(d, "id"),
+                     json_number_value(json_object_get(d, "rto_seconds")));
         printf("%-18s %-9s %-11s %-21s %-10s %-10s %-12s %-12s %-16s %s\n", e[i].id,
                m ? str(m, "type") : "-", e[i].complete ? "complete" : "incomplete", started, size,
-               stored, m ? str(m, "start_lsn") : "-", m ? str(m, "stop_lsn") : "-", to, "-");
+               stored, m ? str(m, "start_lsn") : "-", m ? str(m, "stop_lsn") : "-", to, drill);
         if (reach.missing[0])
             pd_log_warning("backup %s: WAL file %s is missing from the archive; the backup can "
                            "be recovered only up to LSN %s",
                            e[i].id, reach.missing, to);
     }
 cleanup:
+    json_decref(drills);
     pd_catalog_free(e, n);
     pd_wal_index_free(w);
     pd_repo_free(r);

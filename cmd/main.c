@@ -81,17 +81,31 @@ static const pd_cmd_def commands[] = {
      {{"backup", "ID", "backup ID, \"latest\" (default) or \"all\""},
       {"json", NULL, "one JSON document on stdout"}}},
     {"drill",
-     NULL,
-     "drill [--backup ID|latest] [--keep] [--json]",
+     pd_cmd_drill,
+     "drill [--backup ID|--pick latest|oldest|random] [--target-time T|--target-lsn L|\n"
+     "       --target immediate|random] [--keep] [--json] [--report-file F] [--enforce-rto]",
      "restore into a scratch instance, recover, run checks, report",
-     "Restores a backup into an isolated scratch instance, replays WAL, runs the checks and\n"
-     "records the measured recovery time.",
-     "pgdrill --cluster main drill --backup latest --json",
+     "Restores a backup into an isolated scratch instance (Unix socket only, archiving off,\n"
+     "no replication, no preloaded libraries; its own network namespace when run as root,\n"
+     "as drill-user), replays WAL to the target (default: the newest point the archive\n"
+     "reaches), runs the checks (pg_verifybackup, row counts at the backup's end, every\n"
+     "database, amcheck, drill-check queries), measures restore, recovery and checks, stores\n"
+     "the report in the repository (drills/ID.json) and removes the instance, also on\n"
+     "SIGINT and SIGTERM. Exit 3 when a check fails (the backup is not proven recoverable),\n"
+     "or with --enforce-rto when the recovery took longer than drill-rto-objective; exit 1\n"
+     "when the drill could not run (for example not enough disk in drill-dir).",
+     "pgdrill --cluster main drill --pick random --target random --json",
      0,
      0,
-     {{"backup", "ID", "backup ID or \"latest\" (default)"},
-      {"keep", NULL, "keep the scratch instance for debugging"},
-      {"json", NULL, "one JSON document on stdout"}}},
+     {{"backup", "ID", "backup ID or \"latest\""},
+      {"pick", "HOW", "latest (default), oldest or random complete backup"},
+      {"target-time", "T", "recover to this time (RFC 3339; UTC when no zone)"},
+      {"target-lsn", "LSN", "recover to this LSN"},
+      {"target", "WHAT", "immediate (the backup's end) or random (a random recoverable LSN)"},
+      {"keep", NULL, "keep the scratch instance running and print how to connect"},
+      {"json", NULL, "the report as one JSON document on stdout"},
+      {"report-file", "FILE", "also write the JSON report to FILE (mode 0600)"},
+      {"enforce-rto", NULL, "exit 3 when the RTO exceeds drill-rto-objective"}}},
     {"archive-push",
      pd_cmd_archive_push,
      "archive-push PATH",
@@ -130,7 +144,7 @@ static const pd_cmd_def commands[] = {
      1,
      {{"new-key-file", "FILE", "the new master key file (mode 0600)"}}},
     {"status",
-     NULL,
+     pd_cmd_status,
      "status [--json|--prometheus]",
      "health from the repository: backup age, archive lag, last drill",
      "Reports the last backup's age, WAL archive lag, the last drill and the repository size.",

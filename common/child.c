@@ -454,6 +454,16 @@ reap(pd_child *c, bool block, pd_err *err)
     return 0;
 }
 
+int
+pd_child_poll(pd_child *c, bool *exited, int *status, pd_err *err)
+{
+    int rc = reap(c, false, err);
+
+    *exited = rc == 0 && c->reaped;
+    *status = c->reaped ? c->status : 0;
+    return rc;
+}
+
 /* One read of stream which into its capture; closes the pipe at EOF. */
 static int
 drain_stream(pd_child *c, int which, pd_err *err)
@@ -651,9 +661,12 @@ pd_child_start(pd_child **out, const char *const *argv, const pd_child_opts *opt
         int pfd[2];
 
         PD_ASSERT(modes[s] == PD_CHILD_INHERIT || modes[s] == PD_CHILD_NULL ||
-                  modes[s] == PD_CHILD_PIPE);
+                  modes[s] == PD_CHILD_PIPE || modes[s] == PD_CHILD_FILE);
         plan.stdio[s] = -1;
-        if (modes[s] == PD_CHILD_NULL) {
+        if (modes[s] == PD_CHILD_FILE) {
+            PD_ASSERT(opts->files[s] >= 0);
+            plan.stdio[s] = opts->files[s];
+        } else if (modes[s] == PD_CHILD_NULL) {
             if (null_fd < 0 && (null_fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
                 rc = pd_err_sys(err, PD_EIO, "could not open \"/dev/null\" for program \"%s\"",
                                 c->name);
@@ -892,6 +905,16 @@ pd_child_free(pd_child *c)
     pd_free(c->cap[PD_CHILD_STDERR].buf);
     pd_free(c->name);
     pd_free(c);
+}
+
+void
+pd_child_release(pd_child *c)
+{
+    if (c == NULL)
+        return;
+    // Forget the process: pd_child_free() then neither kills nor waits.
+    c->reaped = true;
+    pd_child_free(c);
 }
 
 int

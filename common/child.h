@@ -34,6 +34,7 @@ typedef enum pd_child_stdio {
     PD_CHILD_INHERIT = 0, /* pgdrill's own stream */
     PD_CHILD_NULL,        /* /dev/null */
     PD_CHILD_PIPE,        /* a pipe to pgdrill, see pd_child_fd() */
+    PD_CHILD_FILE,        /* the descriptor in pd_child_opts.files[stream] (a log file) */
 } pd_child_stdio;
 
 /* Stream numbers for pd_child_fd() and pd_child_output(). */
@@ -80,13 +81,22 @@ typedef struct pd_child_opts {
      */
     size_t stdout_max;
     size_t stderr_max;
+    /*
+     * For streams in mode PD_CHILD_FILE: a descriptor of pgdrill's (borrowed,
+     * left open) that the child gets as that stream.
+     */
+    int files[3];
 } pd_child_opts;
 
-#define PD_CHILD_OPTS_INIT                                                            \
-    {                                                                                 \
-        .env = NULL, .cwd = NULL, .uid = 0, .gid = 0, .stdin_mode = PD_CHILD_INHERIT, \
-        .stdout_mode = PD_CHILD_INHERIT, .stderr_mode = PD_CHILD_INHERIT,             \
-        .stdout_max = PD_CHILD_CAPTURE_MAX, .stderr_max = PD_CHILD_CAPTURE_MAX        \
+#define PD_CHILD_OPTS_INIT                                                                 \
+    {                                                                                      \
+        .env = NULL, .cwd = NULL, .uid = 0, .gid = 0, .stdin_mode = PD_CHILD_INHERIT,      \
+        .stdout_mode = PD_CHILD_INHERIT, .stderr_mode = PD_CHILD_INHERIT,                  \
+        .stdout_max = PD_CHILD_CAPTURE_MAX, .stderr_max = PD_CHILD_CAPTURE_MAX, .files = { \
+            -1,                                                                            \
+            -1,                                                                            \
+            -1                                                                             \
+        }                                                                                  \
     }
 
 /*
@@ -157,6 +167,13 @@ void pd_child_close_stdin(pd_child *c);
 PD_MUST_CHECK int pd_child_wait(pd_child *c, int *status, pd_err *err);
 
 /*
+ * Reaps the child if it has exited, without waiting: *exited says whether it
+ * has, and then *status is its wait status. Pipes are left alone. A failure
+ * of waitpid is PD_EFAIL.
+ */
+PD_MUST_CHECK int pd_child_poll(pd_child *c, bool *exited, int *status, pd_err *err);
+
+/*
  * Sends signal sig to the child unless it has been reaped already (its pid
  * may be another process's by then). It cannot fail otherwise: a child of
  * ours may always be signalled, and sig must be a valid signal.
@@ -176,6 +193,13 @@ const char *pd_child_output(const pd_child *c, int which, size_t *len, bool *tru
  * pipes and frees c. NULL is fine.
  */
 void pd_child_free(pd_child *c);
+
+/*
+ * The one exception to the invariant above: frees c and closes the pipes but
+ * leaves the child running, on purpose (a drill instance kept for
+ * debugging). NULL is fine.
+ */
+void pd_child_release(pd_child *c);
 
 /* What pd_child_run() collected; free the buffers with pd_child_result_free(). */
 typedef struct pd_child_result {

@@ -130,3 +130,22 @@ pd_pg_query_value(pd_pg *pg, const char *sql, char *buf, size_t bufsize, pd_err 
     PQclear(res);
     return rc;
 }
+
+int
+pd_pg_query(pd_pg *pg, PGresult **res, const char *sql, int nparams, const char *const *params,
+            pd_err *err)
+{
+    char cause[512];
+    PGresult *r = PQexecParams(pg->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+
+    *res = NULL;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        first_line(PQerrorMessage(pg->conn), cause, sizeof(cause));
+        PQclear(r);
+        return pd_err_set(err, PD_EPG, "query on PostgreSQL server \"%s\" failed: %s", pg->desc,
+                          cause);
+    }
+    *res = r;
+    return 0;
+}

@@ -52,4 +52,13 @@ const char *pd_pg_describe(const pd_pg *pg);
 PD_MUST_CHECK int pd_pg_query_value(pd_pg *pg, const char *sql, char *buf, size_t bufsize,
                                     pd_err *err);
 
+/*
+ * Runs sql with nparams text parameters ($1...; params may be NULL when 0).
+ * On success *res (PQclear it) holds the result, which returned rows or
+ * completed; on failure *res is NULL and err names the server and the
+ * server's first error line.
+ */
+PD_MUST_CHECK int pd_pg_query(pd_pg *pg, PGresult **res, const char *sql, int nparams,
+                              const char *const *params, pd_err *err);
+
 #endif

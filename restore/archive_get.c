@@ -22,6 +22,23 @@ int
 pd_archive_get(const pd_config *cfg, const char *name, const char *path, pd_err *err)
 {
     pd_repo *r = NULL;
+    char *object = pd_wal_object_name(name);
+    int rc;
+
+    // A bad name is a usage error before the repository is even opened.
+    if (object != NULL && (rc = pd_repo_open(&r, cfg, err)) < 0) {
+        pd_free(object);
+        return rc;
+    }
+    pd_free(object);
+    rc = pd_archive_get_from(r, name, path, err);
+    pd_repo_free(r);
+    return rc;
+}
+
+int
+pd_archive_get_from(pd_repo *r, const char *name, const char *path, pd_err *err)
+{
     pd_stage *sink = NULL;
     unsigned char rnd[6];
     char *object = pd_wal_object_name(name);
@@ -34,8 +51,6 @@ pd_archive_get(const pd_config *cfg, const char *name, const char *path, pd_err 
         pd_err_hint(err, "restore_command must pass %%f and %%p: archive-get %%f %%p");
         goto cleanup;
     }
-    if ((rc = pd_repo_open(&r, cfg, err)) < 0)
-        goto cleanup;
     if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
         rc = pd_err_set(err, PD_EFAIL, "could not get random bytes from OpenSSL");
         goto cleanup;
@@ -84,7 +99,6 @@ cleanup:
     if (tmp)
         unlink(tmp);
     pd_stage_free(sink);
-    pd_repo_free(r);
     pd_free(object);
     pd_free(dir);
     return rc;

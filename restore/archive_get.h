@@ -4,6 +4,7 @@
 
 #include "common/config.h"
 #include "common/err.h"
+#include "storage/repo.h"
 
 /*
  * Fetches archived WAL file name into path through a temp file in the same
@@ -13,5 +14,8 @@
  */
 PD_MUST_CHECK int pd_archive_get(const pd_config *cfg, const char *name, const char *path,
                                  pd_err *err);
+
+/* The same from a repository already open (a drill fetching many files). */
+PD_MUST_CHECK int pd_archive_get_from(pd_repo *r, const char *name, const char *path, pd_err *err);
 
 #endif

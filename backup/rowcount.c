@@ -1,0 +1,176 @@
+/* Row counts recorded with a backup (see rowcount.h). */
+#include "backup/rowcount.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/mem.h"
+
+struct pd_rowcount {
+    pd_pg_opts po;  /* strings borrowed from the configuration */
+    json_t *tables; /* [{database, table, changes_before}] */
+};
+
+/* Inserted plus deleted rows since the statistics were reset: what can change a count. */
+#define CHANGES_SQL                                                         \
+    "SELECT coalesce(pg_stat_get_tuples_inserted(c.oid), 0) + "             \
+    "coalesce(pg_stat_get_tuples_deleted(c.oid), 0) FROM pg_class c WHERE " \
+    "c.oid = $1::regclass"
+
+static const char largest_sql[] =
+    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+    "coalesce(pg_stat_get_tuples_inserted(c.oid), 0) + "
+    "coalesce(pg_stat_get_tuples_deleted(c.oid), 0) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND c.relpersistence = 'p' "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' "
+    "AND has_table_privilege(c.oid, 'SELECT') "
+    "ORDER BY pg_relation_size(c.oid) DESC, c.oid LIMIT 5";
+
+static int
+connect_db(pd_pg **pg, const pd_rowcount *rc, const char *db, pd_err *err)
+{
+    pd_pg_opts o = rc->po;
+
+    o.dbname = db;
+    return pd_pg_connect(pg, &o, err);
+}
+
+pd_rowcount *
+pd_rowcount_begin(const pd_pg_opts *po)
+{
+    pd_rowcount *rc = pd_calloc(1, sizeof(*rc));
+    pd_err err = PD_ERR_INIT;
+    PGresult *dbs = NULL, *res = NULL;
+    pd_pg *pg = NULL;
+
+    rc->po = *po;
+    rc->tables = json_array();
+    if (pd_pg_connect(&pg, po, &err) < 0 ||
+        pd_pg_query(pg, &dbs,
+                    "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                    "AND has_database_privilege(datname, 'CONNECT') ORDER BY datname LIMIT 64",
+                    0, NULL, &err) < 0) {
+        pd_log_warning("row counts will not be recorded with this backup: %s", err.msg);
+        pd_pg_free(pg);
+        return rc;
+    }
+    pd_pg_free(pg);
+    pg = NULL;
+    for (int i = 0; i < PQntuples(dbs); i++) {
+        const char *db = PQgetvalue(dbs, i, 0);
+        pd_err e = PD_ERR_INIT;
+        if (connect_db(&pg, rc, db, &e) < 0 ||
+            pd_pg_query(pg, &res, largest_sql, 0, NULL, &e) < 0) {
+            pd_log_warning("row counts of database \"%s\" will not be recorded: %s", db, e.msg);
+        } else {
+            for (int k = 0; k < PQntuples(res); k++) {
+                json_t *t = json_object();
+                json_object_set_new(t, "database", json_string(db));
+                json_object_set_new(t, "table", json_string(PQgetvalue(res, k, 0)));
+                json_object_set_new(t, "changes_before",
+                                    json_integer(strtoll(PQgetvalue(res, k, 1), NULL, 10)));
+                json_array_append_new(rc->tables, t);
+            }
+        }
+        PQclear(res);
+        res = NULL;
+        pd_pg_free(pg);
+        pg = NULL;
+    }
+    PQclear(dbs);
+    return rc;
+}
+
+/* Counts one table in its own read-only transaction; -1 when it cannot. */
+static long long
+count_rows(pd_pg *pg, const char *table, long long *changes, pd_err *err)
+{
+    PGresult *res = NULL;
+    const char *params[1] = {table};
+    long long rows = -1;
+    char *sql = pd_asprintf("SELECT count(*) FROM %s", table); // quote_ident'ed above
+
+    if (pd_pg_query(pg, &res, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
+        goto cleanup;
+    PQclear(res);
+    if (pd_pg_query(pg, &res, "SET LOCAL statement_timeout = '10min'", 0, NULL, err) < 0)
+        goto cleanup;
+    PQclear(res);
+    if (pd_pg_query(pg, &res, sql, 0, NULL, err) < 0)
+        goto cleanup;
+    rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    if (pd_pg_query(pg, &res, "COMMIT", 0, NULL, err) < 0) {
+        rows = -1;
+        goto cleanup;
+    }
+    PQclear(res);
+    // After the transaction: a new statistics snapshot.
+    if (pd_pg_query(pg, &res, CHANGES_SQL, 1, params, err) < 0 || PQntuples(res) != 1) {
+        rows = -1;
+        goto cleanup;
+    }
+    *changes = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+cleanup:
+    PQclear(res);
+    pd_free(sql);
+    return rows;
+}
+
+json_t *
+pd_rowcount_finish(pd_rowcount *rc)
+{
+    json_t *out = json_array(), *t;
+    const char *open_db = NULL;
+    pd_pg *pg = NULL;
+    size_t i;
+
+    json_array_foreach(rc->tables, i, t)
+    {
+        const char *db = json_string_value(json_object_get(t, "database"));
+        const char *table = json_string_value(json_object_get(t, "table"));
+        pd_err e = PD_ERR_INIT;
+        long long changes = 0, rows;
+
+        if (open_db == NULL || strcmp(open_db, db) != 0) {
+            pd_pg_free(pg);
+            pg = NULL;
+            open_db = db;
+            if (connect_db(&pg, rc, db, &e) < 0) {
+                pd_log_warning("row counts of database \"%s\" will not be recorded: %s", db, e.msg);
+                continue;
+            }
+        }
+        if (pg == NULL)
+            continue;
+        if ((rows = count_rows(pg, table, &changes, &e)) < 0) {
+            pd_log_warning("row count of table %s in database \"%s\" will not be recorded: %s",
+                           table, db, e.msg);
+            PQclear(PQexec(pd_pg_conn(pg), "ROLLBACK"));
+            continue;
+        }
+        long long before = json_integer_value(json_object_get(t, "changes_before"));
+        json_t *o = json_object();
+        json_object_set_new(o, "database", json_string(db));
+        json_object_set_new(o, "table", json_string(table));
+        json_object_set_new(o, "rows", json_integer(rows));
+        // A statistics reset in between makes the counter smaller: then nothing is known.
+        json_object_set_new(o, "changes",
+                            changes >= before ? json_integer(changes - before) : json_null());
+        json_array_append_new(out, o);
+    }
+    pd_pg_free(pg);
+    return out;
+}
+
+void
+pd_rowcount_free(pd_rowcount *rc)
+{
+    if (rc == NULL)
+        return;
+    json_decref(rc->tables);
+    pd_free(rc);
+}

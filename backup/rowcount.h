@@ -1,0 +1,40 @@
+/*
+ * Row counts of each database's largest tables, recorded with a physical
+ * backup so that a drill can compare the restored tables against them.
+ *
+ * A physical backup is not a snapshot: it spans from its start LSN to its
+ * stop LSN while the server keeps writing, and the counts are taken right
+ * after it ends. So each table also records how many rows were inserted or
+ * deleted from just before the backup started until it was counted
+ * ("changes", from the statistics counters): a drill recovered to the
+ * backup's consistent point must find a count within that many rows of the
+ * recorded one. A table nobody wrote to must match exactly.
+ *
+ * Counting never fails a backup: a database or table that cannot be read is
+ * logged (as a warning) and left out.
+ */
+#ifndef PGDRILL_BACKUP_ROWCOUNT_H
+#define PGDRILL_BACKUP_ROWCOUNT_H
+
+#include <jansson.h>
+
+#include "common/pg.h"
+
+/* Largest tables counted per database, and databases at most. */
+#define PD_ROWCOUNT_TABLES    5
+#define PD_ROWCOUNT_DATABASES 64
+
+typedef struct pd_rowcount pd_rowcount;
+
+/* Before the backup starts: picks the tables and reads their change counters. */
+pd_rowcount *pd_rowcount_begin(const pd_pg_opts *po);
+
+/*
+ * After the backup ended: counts the rows. Returns the manifest's
+ * "row_counts" array, [{database, table, rows, changes}], a new reference.
+ */
+json_t *pd_rowcount_finish(pd_rowcount *rc);
+
+void pd_rowcount_free(pd_rowcount *rc);
+
+#endif
