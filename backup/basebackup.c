@@ -37,7 +37,12 @@ on_notice(void *arg, const PGresult *res)
         pd_log_debug("server: %s", msg);
         return;
     }
-    pd_log_warning("server: %s", msg);
+    // NOTICE is news, WARNING a problem: keep the server's own severity.
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev != NULL && strcmp(sev, "NOTICE") == 0)
+        pd_log_info("server: %s", msg);
+    else
+        pd_log_warning("server: %s", msg);
 }
 
 static void

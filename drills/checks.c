@@ -171,10 +171,13 @@ pd_checks_row_counts(json_t *checks, const pd_check_target *t, json_t *row_count
     }
     if (bad)
         pd_check_add(checks, "row counts", "fail", "%d of %d tables differ: %s", bad, n, failed);
+    else if (exact == n)
+        pd_check_add(checks, "row counts", "pass",
+                     "the %d largest tables match the counts recorded with the backup exactly", n);
     else
         pd_check_add(checks, "row counts", "pass",
-                     "%d largest tables match the counts recorded with the backup (%d exactly, "
-                     "the others within the rows written while the backup ran)",
+                     "the %d largest tables match the counts recorded with the backup (%d "
+                     "exactly, the others within the rows written while the backup ran)",
                      n, exact);
 }
 

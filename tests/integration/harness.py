@@ -743,6 +743,8 @@ def _demo_start(argv):
     ap.add_argument("--pgbench-scale", type=int, default=0)
     ap.add_argument("--owner-pid", type=int, default=0,
                     help="stop the instance when this process is gone")
+    ap.add_argument("--setting", action="append", default=[],
+                    help="NAME=VALUE for postgresql.conf, repeatable")
     a = ap.parse_args(argv)
     os.makedirs(a.dir, exist_ok=True)
     os.chmod(a.dir, 0o755)
@@ -750,7 +752,9 @@ def _demo_start(argv):
     # The demo owns a.dir and removes it itself; only the server is ours.
     SESSION.root = a.dir
     SESSION.state_path = os.path.join(a.dir, ".harness-cleanup.json")
-    pg = Postgres(name="pg", settings={"fsync": "on"})
+    settings = {"fsync": "on"}
+    settings.update(kv.split("=", 1) for kv in a.setting)
+    pg = Postgres(name="pg", settings=settings)
     try:
         pg.init().start()
         if a.pgbench_scale:
