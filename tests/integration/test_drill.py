@@ -369,3 +369,35 @@ def test_root_without_drill_user_is_refused(source):
     proc = drill_as_root(cfg)
     assert proc.returncode == 2, describe(proc)
     assert "drill-user" in proc.stderr
+
+
+def test_not_enough_disk_is_said_before_anything(source):
+    """drill-dir on a 2 MiB tmpfs: exit 1, how much is needed, nothing made."""
+    small = os.path.join(source.dir, "small")
+    os.makedirs(small, exist_ok=True)
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", small],
+                           capture_output=True, text=True)
+    if mount.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
+    try:
+        cfg = drill_cfg(source, **{"drill-dir": small})
+        proc = drill_as_root(cfg)
+        assert proc.returncode == 1, describe(proc)
+        assert "not enough disk space for the drill" in proc.stderr
+        assert re.search(r"needs about [\d.]+ MiB", proc.stderr), proc.stderr
+        assert os.listdir(small) == []
+    finally:
+        subprocess.run(["umount", small])
+
+
+def test_rto_objective_is_judged_and_enforced(source):
+    cfg = drill_cfg(source, **{"drill-rto-objective": "1"})
+    proc = drill_as_root(cfg, "--json", "--enforce-rto")
+    report = json.loads(proc.stdout)
+    assert report["result"] == "pass", describe(proc)
+    assert report["rto_objective_seconds"] == 1
+    exceeded = report["rto_seconds"] > 1
+    assert report["rto_result"] == ("exceeded" if exceeded else "met")
+    assert proc.returncode == (3 if exceeded else 0), describe(proc)
+    if exceeded:
+        assert "beyond drill-rto-objective" in proc.stderr
