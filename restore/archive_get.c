@@ -98,6 +98,7 @@ cleanup:
         close(fd);
     if (tmp)
         unlink(tmp);
+    pd_free(tmp);
     pd_stage_free(sink);
     pd_free(object);
     pd_free(dir);
