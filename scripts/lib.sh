@@ -15,7 +15,7 @@ PD_APT_PACKAGES=(
     libpq-dev libarchive-dev libcurl4-openssl-dev libssl-dev libzstd-dev
     libcmocka-dev libinih-dev libjansson-dev
     postgresql-15 # includes contrib (amcheck) on Debian 12
-    python3 python3-pytest python3-cryptography python3-zstandard zstd openssl procps util-linux passwd
+    python3 python3-pytest python3-cryptography python3-zstandard python3-botocore zstd openssl procps util-linux passwd
 )
 
 # Commands the scripts and tests run, and the package that provides each.
