@@ -656,7 +656,7 @@ retryable(CURLcode cc, long status, const char *code)
         return cc != CURLE_SSL_CACERT && cc != CURLE_PEER_FAILED_VERIFICATION &&
                cc != CURLE_SSL_CACERT_BADFILE && cc != CURLE_UNSUPPORTED_PROTOCOL &&
                cc != CURLE_URL_MALFORMAT && cc != CURLE_BAD_FUNCTION_ARGUMENT &&
-               cc != CURLE_SSL_CERTPROBLEM;
+               cc != CURLE_SSL_CERTPROBLEM && cc != CURLE_COULDNT_RESOLVE_HOST;
     if (status >= 500)
         return true;
     return strcmp(code, "RequestTimeout") == 0 || strcmp(code, "SlowDown") == 0 ||
