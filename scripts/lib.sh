@@ -16,7 +16,7 @@ PD_APT_PACKAGES=(
     libcmocka-dev libinih-dev libjansson-dev
     postgresql-15 # includes contrib (amcheck) on Debian 12
     python3 python3-pytest python3-cryptography python3-zstandard python3-prometheus-client
-    zstd openssl procps util-linux passwd
+    python3-botocore zstd openssl procps util-linux passwd
 )
 
 # Commands the scripts and tests run, and the package that provides each.

@@ -268,7 +268,7 @@ static int
 open_storage(pd_storage **st, const pd_config *cfg, bool create, pd_err *err)
 {
     const char *repo = pd_config_get(cfg, "repo");
-    int rc = pd_storage_open(st, repo, err);
+    int rc = pd_storage_open_config(st, cfg, err);
 
     if (rc == PD_ENOTFOUND && create && repo[0] == '/') {
         pd_err_clear(err);

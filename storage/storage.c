@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/mem.h"
+#include "storage/s3.h"
 
 /* Sets the hint of err's message and returns code (also when err is NULL). */
 static int
@@ -70,13 +71,8 @@ pd_storage_open(pd_storage **out, const char *repo, pd_err *err)
     *out = NULL;
     if (repo == NULL || repo[0] == '\0')
         return pd_err_set(err, PD_ECONFIG, "no repository is configured; set repo");
-    if (strncmp(repo, "s3://", 5) == 0) {
-        // TODO(#7): return pd_storage_s3_open(out, repo, err) once storage/s3.c
-        // implements the ops.
-        pd_err_set(err, PD_ENOTIMPL,
-                   "cannot open repository \"%s\": S3 repositories are not built yet", repo);
-        return hinted(err, PD_ENOTIMPL, "use a local directory for repo");
-    }
+    if (strncmp(repo, "s3://", 5) == 0)
+        return pd_storage_s3_open(out, repo, NULL, err);
     if (!is_absolute_path(repo)) {
         pd_err_set(err, PD_ECONFIG,
                    "bad repository \"%s\": it is neither an absolute path nor an s3:// URL", repo);
@@ -91,6 +87,18 @@ pd_storage_open(pd_storage **out, const char *repo, pd_err *err)
     int rc = pd_storage_posix_open(out, root, repo, err);
     pd_free(root);
     return rc;
+}
+
+int
+pd_storage_open_config(pd_storage **out, const pd_config *cfg, pd_err *err)
+{
+    const char *repo = pd_config_get(cfg, "repo");
+
+    if (repo != NULL && strncmp(repo, "s3://", 5) == 0) {
+        *out = NULL;
+        return pd_storage_s3_open(out, repo, cfg, err);
+    }
+    return pd_storage_open(out, repo, err);
 }
 
 void

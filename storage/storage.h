@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/config.h"
 #include "common/err.h"
 #include "pipeline/stage.h"
 
@@ -65,11 +66,19 @@ typedef int (*pd_storage_list_fn)(void *payload, const pd_storage_entry *e, pd_e
  *   - an absolute path: the posix driver. The directory must exist (a missing
  *     mount point must not silently fill the root file system): PD_ENOTFOUND
  *     when it does not, PD_ECONFIG when it is not a directory;
- *   - "s3://bucket/prefix": PD_ENOTIMPL for now (issue #7);
+ *   - "s3://bucket/prefix": the s3 driver with default settings and
+ *     credentials from the environment (pd_storage_open_config() applies
+ *     the s3-* settings);
  *   - anything else (a relative path, another scheme): PD_ECONFIG.
  * *out is owned by the caller (pd_storage_free) and NULL on failure.
  */
 PD_MUST_CHECK int pd_storage_open(pd_storage **out, const char *repo, pd_err *err);
+
+/*
+ * pd_storage_open() of cfg's repo setting; for S3 with cfg's s3-* settings
+ * (see pd_storage_s3_open() in s3.h).
+ */
+PD_MUST_CHECK int pd_storage_open_config(pd_storage **out, const pd_config *cfg, pd_err *err);
 
 /* Frees st; NULL is fine. Readers and writers must be freed first. */
 void pd_storage_free(pd_storage *st);

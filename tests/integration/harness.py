@@ -540,8 +540,10 @@ class Postgres:
 class S3Server:
     """s3rver 3.7.1 on 127.0.0.1:<free port>, with bucket `pgdrill-test`."""
 
-    def __init__(self, bucket=S3_BUCKET, name="s3"):
+    def __init__(self, bucket=S3_BUCKET, name="s3", tls=None):
+        """tls: (key_path, cert_path) to serve HTTPS instead of HTTP."""
         self.bucket = bucket
+        self.tls = tls
         self.dir = SESSION.mkdir(name)
         self.data = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "s3rver.log")
@@ -551,7 +553,7 @@ class S3Server:
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def env(self):
@@ -571,23 +573,30 @@ class S3Server:
         except OSError:
             return False
 
-    def start(self, timeout=30):
+    def start(self, timeout=30, port=None):
+        """Starts s3rver on port (a free one when None; a restart after a
+        kill passes the old one, so the endpoint stays the same)."""
         script = os.path.join(SOURCE_DIR, "node_modules", "s3rver", "bin", "s3rver.js")
         if not os.path.exists(script):
             raise HarnessError(f"{script} is missing: run `npm ci` in {SOURCE_DIR}")
         node = shutil.which("node") or "/usr/bin/node"
-        self.port = free_port()
+        self.port = port or free_port()
         env = dict(os.environ)
         env["NODE_OPTIONS"] = "--openssl-legacy-provider"
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [node, script, "--address", "127.0.0.1", "--port", str(self.port),
-                 "--directory", self.data, "--silent", "--configure-bucket", self.bucket],
+                 "--directory", self.data, "--silent", "--configure-bucket", self.bucket,
+                 *(["--key", self.tls[0], "--cert", self.tls[1]] if self.tls else [])],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.dir,
                 start_new_session=True)
         self._cleanup_id = SESSION.register({"kind": "pgroup", "pgid": self.proc.pid})
         wait_for(self._accepts, timeout, f"s3rver on port {self.port}")
         return self
+
+    def signal(self, sig):
+        """Sends sig to s3rver (kill -9, kill -STOP / -CONT by a fault test)."""
+        os.kill(self.proc.pid, sig)
 
     def stop(self):
         """Kills s3rver (its whole process group) and waits for it."""
@@ -612,6 +621,77 @@ class S3Server:
                     rel = os.path.relpath(os.path.join(dirpath, name), root)
                     keys.append(rel[: -len("._S3rver_object")])
         return sorted(k for k in keys if k.startswith(prefix))
+
+
+class FaultProxy:
+    """tests/faultproxy.js (mockttp) on 127.0.0.1:<free port> in front of an
+    S3Server, started and killed by pid. plan(rules) scripts its faults (see
+    the script); faults() returns the "FAULT ..." lines it logged."""
+
+    def __init__(self, upstream, name="faultproxy"):
+        self.upstream = upstream
+        self.dir = SESSION.mkdir(name)
+        self.plan_path = os.path.join(self.dir, "plan.json")
+        self.log_path = os.path.join(self.dir, "faultproxy.log")
+        self.port = None
+        self.proc = None
+        self._cleanup_id = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def bucket(self):
+        return self.upstream.bucket
+
+    def config_lines(self, prefix="ci"):
+        lines = self.upstream.config_lines(prefix)
+        lines["s3-endpoint"] = self.endpoint
+        return lines
+
+    def plan(self, rules):
+        tmp = self.plan_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(rules, f)
+        os.replace(tmp, self.plan_path)
+        time.sleep(0.02)  # a distinct mtime for the next plan
+
+    def faults(self):
+        return [line for line in tail(self.log_path, 100000).splitlines()
+                if line.startswith("FAULT ")]
+
+    def _accepts(self):
+        if self.proc.poll() is not None:
+            raise HarnessError(f"faultproxy exited with {self.proc.returncode}:\n"
+                               f"{tail(self.log_path)}")
+        return "listening" in tail(self.log_path)
+
+    def start(self, timeout=30):
+        script = os.path.join(SOURCE_DIR, "tests", "faultproxy.js")
+        node = shutil.which("node") or "/usr/bin/node"
+        self.port = free_port()
+        self.plan([])
+        env = dict(os.environ)
+        env["NODE_PATH"] = os.path.join(SOURCE_DIR, "node_modules")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [node, script, str(self.port), str(self.upstream.port), self.plan_path],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=self.dir,
+                start_new_session=True)
+        self._cleanup_id = SESSION.register({"kind": "pgroup", "pgid": self.proc.pid})
+        wait_for(self._accepts, timeout, f"faultproxy on port {self.port}")
+        return self
+
+    def stop(self):
+        if self.proc is None:
+            return
+        _kill_group(self.proc.pid)
+        self.proc.wait(10)
+        self.proc = None
+        if self._cleanup_id is not None:
+            SESSION.unregister(self._cleanup_id)
+            self._cleanup_id = None
 
 
 # ----------------------------------------------------------------- pgdrill
