@@ -196,13 +196,6 @@ check_archive(const pd_config *cfg, char *line, size_t linesize, int *exit_code)
                     pd_config_cluster(cfg));
         goto failed;
     }
-    if (strncmp(pd_config_get(cfg, "repo"), "s3://", 5) == 0) {
-        snprintf(line, linesize,
-                 "archiving: archive_command calls pgdrill (S3 arrival not "
-                 "checked yet)");
-        json_object_set_new(j, "ok", json_true());
-        goto done_quiet;
-    }
     if (pd_pg_query_value(pg, "SELECT pg_walfile_name(pg_switch_wal())", seg, sizeof(seg), &err) <
         0) {
         pd_log_warning("could not force a WAL switch (%s); grant EXECUTE on pg_switch_wal() to "

@@ -35,13 +35,23 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "storage/sigv4.h"
 
 #define KEY_CACHE   16
 #define PINNED_KEYS 8 /* keys made by pd_repo_new_data_key: valid until pd_repo_free */
 
+/* What names a repository for its host-local lock: repo and, for S3, the endpoint. */
+static char *
+lock_identity(const pd_config *cfg)
+{
+    const char *endpoint = pd_config_get(cfg, "s3-endpoint");
+    return pd_asprintf("%s %s", pd_config_get(cfg, "repo"), endpoint ? endpoint : "");
+}
+
 struct pd_repo {
     pd_storage *st;
-    char *repo; /* the repo setting, for messages */
+    char *repo;    /* the repo setting, for messages */
+    char *lock_id; /* lock_identity() */
     char *cluster;
     pd_cipher cipher;
     pd_compression compression;
@@ -471,6 +481,7 @@ pd_repo_open(pd_repo **out, const pd_config *cfg, pd_err *err)
 
     *out = NULL;
     r->repo = pd_strdup(pd_config_get(cfg, "repo"));
+    r->lock_id = lock_identity(cfg);
     r->cluster = pd_strdup(pd_config_cluster(cfg));
     if ((rc = open_storage(&r->st, cfg, false, err)) < 0)
         goto fail;
@@ -542,6 +553,7 @@ pd_repo_free(pd_repo *r)
     json_decref(r->doc);
     pd_storage_free(r->st);
     pd_free(r->repo);
+    pd_free(r->lock_id);
     pd_free(r->cluster);
     pd_free(r);
 }
@@ -658,11 +670,27 @@ key_path(const char *cluster, const unsigned char id[PD_KEY_ID_SIZE])
  * rotation, so no key file is ever wrapped only under a master key that a
  * rotation just replaced. Blocking: a rotation is short.
  */
+/*
+ * Where the lock of an S3 repository lives: on this host, named after the
+ * cluster and a hash of lock_identity(), so that two repositories (other
+ * buckets, prefixes or endpoints) with the same cluster name do not share a
+ * lock.
+ */
+static char *
+s3_lock_path(const char *id, const char *cluster, const char *what)
+{
+    char hash[65];
+
+    pd_sigv4_sha256_hex(hash, id, strlen(id));
+    hash[16] = '\0';
+    return pd_asprintf("/tmp/pgdrill-%s-%s%s.lock", cluster, hash, what);
+}
+
 static int
-keys_lock(const char *repo, const char *cluster, int how, pd_err *err)
+keys_lock(const char *repo, const char *id, const char *cluster, int how, pd_err *err)
 {
     char *path = repo[0] == '/' ? pd_asprintf("%s/%s/keys.lock", repo, cluster)
-                                : pd_asprintf("/tmp/pgdrill-%s-keys.lock", cluster);
+                                : s3_lock_path(id, cluster, "-keys");
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 
     if (fd < 0 || flock(fd, how) < 0) {
@@ -712,7 +740,7 @@ pd_repo_new_data_key(pd_repo *r, const pd_secret **key, unsigned char id[PD_KEY_
     memset(id, 0, PD_KEY_ID_SIZE);
     if (r->cipher == PD_CIPHER_NONE)
         return 0;
-    if ((lock = keys_lock(r->repo, r->cluster, LOCK_SH, err)) < 0)
+    if ((lock = keys_lock(r->repo, r->lock_id, r->cluster, LOCK_SH, err)) < 0)
         return lock;
     if ((rc = master_still_current(r, err)) < 0)
         goto cleanup;
@@ -835,11 +863,15 @@ pd_repo_lock(const pd_config *cfg, pd_err *err)
     char *path;
     int fd;
 
-    // A local repository holds its own lock; for S3 the lock is per host.
+    // A local repository holds its own lock; for S3 the lock is per host
+    // and repository (s3_lock_path).
     if (repo[0] == '/')
         path = pd_asprintf("%s/%s/lock", repo, pd_config_cluster(cfg));
-    else
-        path = pd_asprintf("/tmp/pgdrill-%s.lock", pd_config_cluster(cfg));
+    else {
+        char *id = lock_identity(cfg);
+        path = s3_lock_path(id, pd_config_cluster(cfg), "");
+        pd_free(id);
+    }
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         int rc = pd_err_sys(err, PD_EIO, "could not open lock file \"%s\"", path);
@@ -1039,7 +1071,10 @@ pd_repo_rotate(char **summary, const pd_config *cfg, const char *new_key_file, p
         rc = lock;
         goto cleanup;
     }
-    if ((klock = keys_lock(pd_config_get(cfg, "repo"), pd_config_cluster(cfg), LOCK_EX, err)) < 0) {
+    char *lock_id = lock_identity(cfg);
+    klock = keys_lock(pd_config_get(cfg, "repo"), lock_id, pd_config_cluster(cfg), LOCK_EX, err);
+    pd_free(lock_id);
+    if (klock < 0) {
         rc = klock;
         goto cleanup;
     }

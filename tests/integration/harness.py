@@ -941,6 +941,19 @@ def server_binary():
     return path
 
 
+def server_tool(name):
+    """Like server_binary() for a test tool built next to pgdrill (pd_storetool)."""
+    root = SESSION.ensure_root()
+    key = (root, name)
+    path = _SERVER_BINARY.get(key)
+    if path is None or not os.path.exists(path):
+        path = os.path.join(SESSION.mkdir("bin"), name)
+        shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(pgdrill_bin())), name), path)
+        os.chmod(path, 0o755)
+        _SERVER_BINARY[key] = path
+    return path
+
+
 def server_user_kwargs():
     """subprocess keyword arguments that run a child as the server user (as
     root; none otherwise), as run_as_server does for PostgreSQL's programs."""

@@ -13,7 +13,7 @@ import subprocess
 
 from harness import (S3_ACCESS_KEY, ExistingPostgres, HarnessError, chown_to_server_user,
                      chown_tree_to_server_user, describe, error_lines, pgdrill_bin,
-                     run_pgdrill_as_server, server_binary, server_pgdrill_env,
+                     run_pgdrill_as_server, server_binary, server_pgdrill_env, server_tool,
                      server_user_kwargs, tail, wait_for, write_config)
 
 CLUSTER = "main"
@@ -71,7 +71,7 @@ def one_error(proc, code, *needles):
 
 def storetool(cfg, *args, input=None, env=None, timeout=300):
     """Runs tests/tools/pd_storetool (next to the pgdrill binary) on cfg."""
-    tool = os.path.join(os.path.dirname(os.path.abspath(pgdrill_bin())), "pd_storetool")
+    tool = server_tool("pd_storetool")
     return subprocess.run([tool, cfg, *map(str, args)], input=input, capture_output=True,
                           timeout=timeout, env=server_pgdrill_env(env),
                           cwd=os.path.dirname(cfg), **server_user_kwargs())

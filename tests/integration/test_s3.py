@@ -133,3 +133,14 @@ def test_s3_driver_pagination_batches_multipart(s3, workdir):
     assert (b'object "nothing/here" does not exist in repository "s3://pgdrill-test/ci"'
             in proc.stderr), proc.stderr
     assert storetool(cfg, "rm", "nothing/here").returncode == 0
+
+
+def test_s3_check_sees_wal_arrive(pg_factory, s3, workdir):
+    src = pg_factory(start=False)
+    cfg = s3_config(workdir, s3, src)
+    src.set(wal_level="replica", archive_mode="on", archive_command=archive_command(cfg))
+    src.start()
+    init_repo(cfg, workdir)
+    proc = pgdrill("check", cfg=cfg)
+    assert proc.returncode == 0, describe(proc)
+    assert "reached the repository" in proc.stdout + proc.stderr, describe(proc)
