@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cmd/cmd.h"
@@ -69,12 +70,14 @@ print_report(json_t *r)
 static int
 write_report_file(const char *path, json_t *r, pd_err *err)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     int rc;
 
-    if (f == NULL) {
-        if (fd >= 0)
+    if (f == NULL || fchmod(fd, 0600) < 0) {
+        if (f)
+            fclose(f);
+        else if (fd >= 0)
             close(fd);
         return pd_err_sys(err, PD_EIO, "could not write the report to \"%s\"", path);
     }
@@ -143,17 +146,23 @@ pd_cmd_drill(const pd_cmd_args *args)
             "drill-rto-objective (%lld s)",
             str(report, "backup_id", "?"), num(report, "rto_seconds"),
             (long long)json_integer_value(json_object_get(report, "rto_objective_seconds")));
-    if (file && write_report_file(file, report, &err) < 0)
-        pd_cmd_fail(&err);
+    rc = !passed || (late && pd_cmd_flag(args, "enforce-rto")) ? PD_EXIT_CHECK : PD_EXIT_OK;
+    // A report that cannot be written is a failure of its own, unless the verdict is worse.
+    if (file && write_report_file(file, report, &err) < 0) {
+        int frc = pd_cmd_fail(&err);
+        rc = rc == PD_EXIT_OK ? frc : rc;
+        file = NULL;
+    }
     if (pd_cmd_flag(args, "json")) {
-        if (pd_json_print(stdout, report, &err) < 0)
-            pd_cmd_fail(&err);
+        if (pd_json_print(stdout, report, &err) < 0) {
+            int frc = pd_cmd_fail(&err);
+            rc = rc == PD_EXIT_OK ? frc : rc;
+        }
     } else {
         print_report(report);
         printf("  report:    stored in the repository as drills/%s.json%s%s\n",
                str(report, "id", "?"), file ? "; JSON copy in " : "", file ? file : "");
     }
-    rc = !passed || (late && pd_cmd_flag(args, "enforce-rto")) ? PD_EXIT_CHECK : PD_EXIT_OK;
 cleanup:
     json_decref(report);
     pd_config_free(cfg);

@@ -35,7 +35,7 @@ first_line(const char *s, char *buf, size_t bufsize)
 int
 pd_pg_connect(pd_pg **out, const pd_pg_opts *opts, pd_err *err)
 {
-    const char *keys[8], *vals[8];
+    const char *keys[10], *vals[10];
     char port[16], timeout[16], cause[512];
     pd_pg *pg = pd_calloc(1, sizeof(*pg));
     int n = 0;
@@ -62,6 +62,10 @@ pd_pg_connect(pd_pg **out, const pd_pg_opts *opts, pd_err *err)
     if (opts->replication) {
         keys[n] = "replication";
         vals[n++] = "true";
+    }
+    if (opts->options) {
+        keys[n] = "options";
+        vals[n++] = opts->options;
     }
     keys[n] = "application_name";
     vals[n++] = "pgdrill";

@@ -24,11 +24,12 @@ typedef struct pd_pg_opts {
     const char *dbname;  /* NULL: libpq default */
     bool replication;    /* a physical replication connection */
     int connect_timeout; /* seconds; 0: 10 */
+    const char *options; /* libpq "options" (server settings for the session); NULL: none */
 } pd_pg_opts;
 
-#define PD_PG_OPTS_INIT               \
-    {                                 \
-        NULL, 0, NULL, NULL, false, 0 \
+#define PD_PG_OPTS_INIT                     \
+    {                                       \
+        NULL, 0, NULL, NULL, false, 0, NULL \
     }
 
 /* Fills opts from the cluster's configuration (borrowed strings from cfg). */

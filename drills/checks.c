@@ -77,6 +77,8 @@ pd_check_connect(pd_pg **out, const pd_check_target *t, const char *db, pd_err *
     o.port = t->port;
     o.user = t->user;
     o.dbname = db;
+    // The client's settings outrank ALTER ROLE/DATABASE ... SET in the restored catalog.
+    o.options = "-c session_preload_libraries= -c local_preload_libraries=";
     return pd_pg_connect(out, &o, err);
 }
 

@@ -594,7 +594,8 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
         rc = pd_err_set(err, PD_ECONFIG,
                         "pgdrill runs as root and drill-user is not set: PostgreSQL refuses to "
                         "run as root");
-        pd_err_hint(err, "set drill-user to an unprivileged user (e.g. drill-user = postgres)");
+        pd_err_hint(err, "set drill-user to a dedicated unprivileged user (e.g. drill-user = "
+                         "pgdrill-drill) that does not own the repository or the key");
         goto cleanup;
     }
     if ((rc = pd_repo_open(&d.repo, cfg, err)) < 0 || (rc = choose_backup(&d, err)) < 0)
@@ -666,8 +667,14 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
         parent = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
     if ((rc = check_disk(&d, parent, segments, err)) < 0)
         goto cleanup;
-    pd_scratch_opts so = {parent, d.backup_id,
-                          geteuid() == 0 ? pd_config_get(cfg, "drill-user") : NULL, d.pg_bin};
+    const char *repo = pd_config_get(cfg, "repo");
+    pd_scratch_opts so = {
+        parent,
+        d.backup_id,
+        geteuid() == 0 ? pd_config_get(cfg, "drill-user") : NULL,
+        d.pg_bin,
+        (int)(json_integer_value(json_object_get(d.manifest, "pg_version_num")) / 10000),
+        {pd_config_get(cfg, "key-file"), repo[0] == '/' ? repo : NULL}};
     if ((rc = pd_scratch_create(&d.scratch, &so, err)) < 0)
         goto cleanup;
 

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct pd_scratch {
     gid_t gid;
     bool netns;
     bool kept;
+    int major; /* PostgreSQL major version of the binaries */
     pd_child *pm;
     int guard_fd; /* write end of the guardian's pipe */
     pid_t guard_pid;
@@ -40,6 +42,8 @@ struct pd_scratch {
 static volatile pid_t g_pm_pid = -1;
 static volatile pid_t g_guard_pid = -1;
 static volatile int g_guard_fd = -1;
+static struct sigaction g_saved[3];
+static const int g_signals[3] = {SIGINT, SIGTERM, SIGHUP};
 
 static int
 remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -123,7 +127,8 @@ guardian(int fd, const char *dir)
             while (k + 1 < sizeof(num) && read(fd, &num[k], 1) == 1 && num[k] != '\n')
                 k++;
             num[k] = '\0';
-            pm = (pid_t)atoi(num);
+            long v = strtol(num, NULL, 10);
+            pm = v > 0 && v < INT32_MAX ? (pid_t)v : -1;
         }
     }
     kill_postmaster(pm);
@@ -213,13 +218,29 @@ pd_scratch_create(pd_scratch **out, const pd_scratch_opts *o, pd_err *err)
                             "drill-user \"%s\" is root: PostgreSQL refuses to run "
                             "as root",
                             o->user);
-            pd_err_hint(err, "name an unprivileged user, e.g. drill-user = postgres");
+            pd_err_hint(err, "name a dedicated unprivileged user, e.g. drill-user = pgdrill-drill");
             goto fail;
         }
         s->uid = pw->pw_uid;
         s->gid = pw->pw_gid;
+        // The restored instance runs arbitrary SQL as superuser: it must not
+        // be able to read the key or write the repository.
+        for (int i = 0; i < 2; i++) {
+            struct stat st;
+            const char *p = o->protect[i];
+            if (p != NULL && stat(p, &st) == 0 && st.st_uid == s->uid) {
+                rc = pd_err_set(err, PD_ECONFIG,
+                                "drill-user \"%s\" owns \"%s\": the drill instance could read "
+                                "the repository's key or change the repository",
+                                o->user, p);
+                pd_err_hint(err, "make a dedicated unprivileged user for drills, e.g. useradd "
+                                 "--system pgdrill-drill, and set drill-user to it");
+                goto fail;
+            }
+        }
     }
     s->netns = geteuid() == 0;
+    s->major = o->major;
     if (parent == NULL)
         parent = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
     if (strchr(parent, '\'')) {
@@ -281,9 +302,12 @@ pd_scratch_create(pd_scratch **out, const pd_scratch_opts *o, pd_err *err)
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    for (int i = 0; i < 3; i++) {
+        sigaction(g_signals[i], NULL, &g_saved[i]);
+        // A signal ignored by whoever started us (nohup) stays ignored.
+        if (g_saved[i].sa_handler != SIG_IGN)
+            sigaction(g_signals[i], &sa, NULL);
+    }
 
     if (mkdir(s->wal, 0700) < 0 || mkdir(s->socket, 0700) < 0) {
         rc = pd_err_sys(err, PD_EIO, "could not create directories in \"%s\"", s->dir);
@@ -402,12 +426,12 @@ pd_scratch_start(pd_scratch *s, const char *const *settings, pd_err *err)
         "unix_socket_group=",
         "archive_mode=off",
         "archive_command=",
-        "archive_library=",
+
         "archive_cleanup_command=",
         "recovery_end_command=",
         "primary_conninfo=",
         "primary_slot_name=",
-        "promote_trigger_file=",
+
         "recovery_min_apply_delay=0",
         "shared_preload_libraries=",
         "session_preload_libraries=",
@@ -430,6 +454,11 @@ pd_scratch_start(pd_scratch *s, const char *const *settings, pd_err *err)
     owned[no++] = pd_asprintf("hba_file=%s/pg_hba.conf", s->dir);
     owned[no++] = pd_asprintf("ident_file=%s/pg_ident.conf", s->dir);
     owned[no++] = pd_asprintf("data_directory=%s", s->data);
+    // Settings that exist in some major versions only (postgres refuses unknown ones).
+    if (s->major >= 15)
+        owned[no++] = pd_strdup("archive_library=");
+    if (s->major <= 15)
+        owned[no++] = pd_strdup("promote_trigger_file=");
 
     if (s->netns) {
         // Its own network namespace: no extension can reach any host.
@@ -583,18 +612,18 @@ pd_scratch_free(pd_scratch *s)
         if (s->dir)
             remove_tree(s->dir);
     }
+    if (s->guard_pid > 0)
+        for (int i = 0; i < 3; i++)
+            sigaction(g_signals[i], &g_saved[i], NULL);
     if (s->guard_fd >= 0) {
-        (void)!write(s->guard_fd, s->kept ? "K" : "D", 1);
         g_guard_fd = -1;
+        (void)!write(s->guard_fd, s->kept ? "K" : "D", 1);
         close(s->guard_fd);
     }
     if (s->guard_pid > 0) {
         while (waitpid(s->guard_pid, NULL, 0) < 0 && errno == EINTR) {
         }
         g_guard_pid = -1;
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGHUP, SIG_DFL);
     }
     g_pm_pid = -1;
     pd_free(s->dir);

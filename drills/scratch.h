@@ -7,7 +7,7 @@
  * Layout of the scratch directory (0700, owned by the user the instance
  * runs as):
  *   data/          the restored data directory
- *   ts/<oid>/      restored tablespaces
+ *   ts-<oid>/      restored tablespaces
  *   wal/           WAL fetched from the repository for this drill
  *   run/           the instance's Unix socket (its only listener)
  *   pg_hba.conf    local connections of the drill user only
@@ -36,12 +36,15 @@ typedef struct pd_scratch_opts {
     const char *label;  /* the backup ID, for messages */
     const char *user;   /* run the instance as this user (pgdrill runs as root); NULL: ourselves */
     const char *pg_bin; /* directory of postgres, pg_verifybackup */
+    int major;          /* their PostgreSQL major version (15, 16, ...) */
+    /* Files drill-user must not own: the key file and the repository (NULL: none). */
+    const char *protect[2];
 } pd_scratch_opts;
 
 /*
  * Makes the directory and starts the guardian. A user that does not exist,
- * or root, is PD_ECONFIG. When pgdrill runs as root the instance will also
- * get its own network namespace.
+ * root, or one owning a protected file, is PD_ECONFIG. When pgdrill runs as root the instance will
+ * also get its own network namespace.
  */
 PD_MUST_CHECK int pd_scratch_create(pd_scratch **out, const pd_scratch_opts *o, pd_err *err);
 

@@ -107,17 +107,22 @@ def ensure_server_user():
     """
     if not IS_ROOT:
         return os.getuid(), os.getgid()
+    return ensure_user(SERVER_USER)
+
+
+def ensure_user(name):
+    """As root: a system user (created if missing); returns (uid, gid)."""
     # Parallel test processes may race to create the user: serialize.
     with open("/tmp/.pgdrill-test-useradd.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            pw = pwd.getpwnam(SERVER_USER)
+            pw = pwd.getpwnam(name)
         except KeyError:
             subprocess.run(["useradd", "--system", "--create-home", "--home-dir",
-                            f"/var/lib/{SERVER_USER}", "--shell", "/usr/sbin/nologin",
-                            "--comment", "pgdrill integration tests", SERVER_USER],
+                            f"/var/lib/{name}", "--shell", "/usr/sbin/nologin",
+                            "--comment", "pgdrill integration tests", name],
                            check=True, stdout=subprocess.DEVNULL)
-            pw = pwd.getpwnam(SERVER_USER)
+            pw = pwd.getpwnam(name)
     return pw.pw_uid, pw.pw_gid
 
 

@@ -31,13 +31,16 @@ import time
 
 import pytest
 
-from harness import (SESSION, HarnessError, Postgres, chown_tree_to_server_user, describe,
+from harness import (SESSION, HarnessError, Postgres, ensure_user, chown_tree_to_server_user, describe,
                      run_pgdrill, run_pgdrill_as_server, server_binary, wait_for, write_config)
 from harness import pg_factory, workdir  # noqa: F401  (fixtures)
 
 CLUSTER = "main"
-SERVER_USER = "pgdrill-test"
+# Drills as root run as a user of their own: the server user owns the repository.
+DRILL_USER = "pgdrill-drill"
 ROOT_KEYS = SESSION.mkdir("root-keys")
+if os.geteuid() == 0:
+    ensure_user(DRILL_USER)
 
 
 def archive_command(cfg):
@@ -121,7 +124,7 @@ def drill_cfg(source, repo=None, **extra):
     drills = os.path.join(source.dir, "drills")
     os.makedirs(drills, exist_ok=True)
     os.chmod(drills, 0o755)
-    return source.config(repo or source.repo, **{"drill-user": SERVER_USER, "drill-dir": drills,
+    return source.config(repo or source.repo, **{"drill-user": DRILL_USER, "drill-dir": drills,
                                                   "key-file": root_key(source.key), **extra})
 
 
@@ -272,13 +275,13 @@ def test_index_corrupted_before_backup_is_found_by_amcheck(pg_factory, workdir):
     os.mkdir(os.path.join(workdir, "repo"), 0o700)
     chown_tree_to_server_user(workdir)
     cfg = write_config({CLUSTER: {"repo": os.path.join(workdir, "repo"), "key-file": key,
-                                  "drill-user": SERVER_USER, **src.config_lines()}},
+                                  "drill-user": DRILL_USER, **src.config_lines()}},
                        directory=workdir, owner="server")
     assert run_pgdrill_as_server("init", "--generate-key-file", key, config=cfg).returncode == 0
     proc = run_pgdrill_as_server("backup", config=cfg)
     assert proc.returncode == 0, describe(proc)
     cfg = write_config({CLUSTER: {"repo": os.path.join(workdir, "repo"), "key-file": root_key(key),
-                                  "drill-user": SERVER_USER, **src.config_lines()}},
+                                  "drill-user": DRILL_USER, **src.config_lines()}},
                        directory=workdir, name="root.conf")
     proc = drill_as_root(cfg, "--json")
     assert proc.returncode == 3, describe(proc)
@@ -342,7 +345,7 @@ def postgres_under(path):
 def test_sigterm_mid_drill_leaves_nothing(source):
     drills = os.path.join(source.dir, "drills-term")
     os.makedirs(drills, exist_ok=True)
-    cfg = source.config(source.repo, **{"drill-user": SERVER_USER, "drill-dir": drills,
+    cfg = source.config(source.repo, **{"drill-user": DRILL_USER, "drill-dir": drills,
                                         "key-file": root_key(source.key)})
     proc = subprocess.Popen([os.environ["PGDRILL_BIN"], "--config", cfg, "drill"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -361,6 +364,16 @@ def test_sigterm_mid_drill_leaves_nothing(source):
     assert postgres_under(drills) == [], err
     assert os.listdir(drills) == [], err
     assert "drill interrupted" in err, err
+
+
+def test_drill_user_owning_the_repository_is_refused(source):
+    """The instance runs the backup's SQL as superuser: never as the repository's owner."""
+    owner = subprocess.run(["stat", "-c", "%U", source.repo], capture_output=True,
+                           text=True).stdout.strip()
+    proc = drill_as_root(drill_cfg(source, **{"drill-user": owner}))
+    assert proc.returncode == 2, describe(proc)
+    assert f'drill-user "{owner}" owns' in proc.stderr, proc.stderr
+    assert os.listdir(os.path.join(source.dir, "drills")) == []
 
 
 def test_root_without_drill_user_is_refused(source):
