@@ -92,12 +92,17 @@ def test_backup_fails_cleanly_under_a_lasting_fault(pg, proxy, s3, workdir, rule
     assert all(b["state"] != "complete" for b in json.loads(proc.stdout)), proc.stdout
 
 
-def segment_copy(pg, workdir, index=0):
-    pg.psql("SELECT pg_switch_wal()")
-    pg.psql("CREATE TABLE IF NOT EXISTS w AS SELECT 1; SELECT pg_switch_wal()")
-    current = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
-    names = sorted(n for n in os.listdir(os.path.join(pg.data, "pg_wal"))
-                   if len(n) == 24 and n < current)
+def segment_copy(pg, workdir, index=0, other_than=None):
+    """A copy of a finished WAL segment; other_than: not this one (a checkpoint
+    may have recycled all but one, so switch until there is another)."""
+    for _ in range(5):
+        pg.psql("SELECT pg_switch_wal()")
+        pg.psql("CREATE TABLE IF NOT EXISTS w AS SELECT 1; SELECT pg_switch_wal()")
+        current = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+        names = sorted(n for n in os.listdir(os.path.join(pg.data, "pg_wal"))
+                       if len(n) == 24 and n < current)
+        if other_than is None or names[index] != os.path.basename(other_than):
+            break
     path = os.path.join(workdir, "seg", names[index])
     os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
     chown_to_server_user(os.path.dirname(path))
@@ -138,7 +143,7 @@ def test_archive_push_only_succeeds_when_stored(pg, proxy, s3, workdir):
     assert len(wal_objects(s3, name)) == 1
 
     # A hung connection is timed out and the push retried.
-    seg2 = segment_copy(pg, workdir, index=-1)
+    seg2 = segment_copy(pg, workdir, index=-1, other_than=seg)
     assert seg2 != seg
     proxy.plan([{"method": "PUT", "action": "hang"}])
     proc = pgdrill("archive-push", seg2, cfg=cfg, timeout=400)
