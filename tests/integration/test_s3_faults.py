@@ -97,7 +97,9 @@ def segment_copy(pg, workdir, index=0, other_than=None):
     may have recycled all but one, so switch until there is another)."""
     for _ in range(5):
         pg.psql("SELECT pg_switch_wal()")
-        pg.psql("CREATE TABLE IF NOT EXISTS w AS SELECT 1; SELECT pg_switch_wal()")
+        # A switch with nothing written since the last one makes no new segment.
+        pg.psql("CREATE TABLE IF NOT EXISTS w (x int); INSERT INTO w VALUES (1); "
+                "SELECT pg_switch_wal()")
         current = pg.psql("SELECT pg_walfile_name(pg_current_wal_lsn())")
         names = sorted(n for n in os.listdir(os.path.join(pg.data, "pg_wal"))
                        if len(n) == 24 and n < current)
