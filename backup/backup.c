@@ -202,17 +202,8 @@ commit_manifest(backup_ctx *c, json_t *m, pd_err *err)
 {
     char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     char *name = pd_asprintf("backups/%s/%s", c->id, PD_MANIFEST_NAME);
-    pd_object_info info;
-    pd_objw *w = NULL;
-    int rc;
+    int rc = pd_objw_put(c->repo, name, c->key, c->key_id, true, text, strlen(text), err);
 
-    if ((rc = pd_objw_open(&w, c->repo, name, c->key, c->key_id, true, err)) < 0)
-        goto cleanup;
-    if ((rc = pd_stage_write(pd_objw_stage(w), text, strlen(text), err)) < 0)
-        goto cleanup;
-    rc = pd_objw_commit(w, &info, err);
-cleanup:
-    pd_objw_free(w);
     pd_free(name);
     pd_free(text);
     return rc;

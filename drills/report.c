@@ -15,19 +15,10 @@ pd_drill_report_store(pd_repo *r, json_t *report, pd_err *err)
     char *name = pd_asprintf("drills/%s.json", id);
     const pd_secret *key = NULL;
     unsigned char key_id[PD_KEY_ID_SIZE];
-    pd_object_info info;
-    pd_objw *w = NULL;
-    int rc;
+    int rc = pd_repo_new_data_key(r, &key, key_id, err);
 
-    if ((rc = pd_repo_new_data_key(r, &key, key_id, err)) < 0)
-        goto cleanup;
-    if ((rc = pd_objw_open(&w, r, name, key, key ? key_id : NULL, true, err)) < 0)
-        goto cleanup;
-    if ((rc = pd_stage_write(pd_objw_stage(w), text, strlen(text), err)) < 0)
-        goto cleanup;
-    rc = pd_objw_commit(w, &info, err);
-cleanup:
-    pd_objw_free(w);
+    if (rc == 0)
+        rc = pd_objw_put(r, name, key, key ? key_id : NULL, true, text, strlen(text), err);
     pd_free(name);
     free(text);
     return rc;

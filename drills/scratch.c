@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/mem.h"
 #include "common/time.h"
+#include "restore/fdio.h"
 
 #define MAX_SETTINGS 64
 
@@ -187,9 +188,10 @@ write_file(const char *path, const char *text, pd_err *err)
 
     if (fd < 0)
         return pd_err_sys(err, PD_EIO, "could not create \"%s\"", path);
-    if (write(fd, text, len) != (ssize_t)len) {
+    int rc = pd_fdio_write_all(fd, text, len, path, err);
+    if (rc < 0) {
         close(fd);
-        return pd_err_sys(err, PD_EIO, "could not write \"%s\"", path);
+        return rc;
     }
     return close(fd) < 0 ? pd_err_sys(err, PD_EIO, "could not write \"%s\"", path) : 0;
 }

@@ -207,3 +207,18 @@ pd_objr_read_all(pd_repo *r, const char *name, size_t max, char **buf, size_t *l
     *len = m.len;
     return 0;
 }
+
+int
+pd_objw_put(pd_repo *r, const char *name, const pd_secret *key, const unsigned char *key_id,
+            bool no_overwrite, const void *buf, size_t len, pd_err *err)
+{
+    pd_object_info info;
+    pd_objw *w = NULL;
+    int rc;
+
+    if ((rc = pd_objw_open(&w, r, name, key, key_id, no_overwrite, err)) == 0 &&
+        (rc = pd_stage_write(pd_objw_stage(w), buf, len, err)) == 0)
+        rc = pd_objw_commit(w, &info, err);
+    pd_objw_free(w);
+    return rc;
+}

@@ -123,6 +123,11 @@ PD_MUST_CHECK int pd_objw_commit(pd_objw *w, pd_object_info *info, pd_err *err);
 /* Frees; an object not committed is discarded (never visible). NULL is fine. */
 void pd_objw_free(pd_objw *w);
 
+/* Writes len bytes of buf as the object name and commits it (open, write, commit, free). */
+PD_MUST_CHECK int pd_objw_put(pd_repo *r, const char *name, const pd_secret *key,
+                              const unsigned char *key_id, bool no_overwrite, const void *buf,
+                              size_t len, pd_err *err);
+
 /*
  * Reads object name through count+SHA-256 -> open [-> unzstd] ->
  * count+SHA-256 -> sink, and finishes sink (borrowed: the caller frees it).
