@@ -1198,7 +1198,18 @@ confirm(s3_writer *w, const char *want_etag, pd_err *err)
     uint64_t size;
     int rc;
 
-    if ((rc = head(s, w->base.path, &size, NULL, etag, err)) < 0) {
+    // A server whose PUT shows the object before it is whole (s3rver writes in
+    // place) may answer a short or missing object at first: look again, for up
+    // to 2 s, before calling it lost. Amazon S3 is read-after-write consistent.
+    for (int tries = 0;; tries++) {
+        rc = head(s, w->base.path, &size, NULL, etag, err);
+        bool settling = rc == PD_ENOTFOUND || (rc == 0 && size < w->total);
+        if (!settling || tries == 10)
+            break;
+        struct timespec ts = {0, 200 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc < 0) {
         if (rc == PD_ENOTFOUND)
             pd_err_set(err, PD_ENET,
                        "could not confirm \"%s\" in repository \"%s\": S3 accepted it but it is "
