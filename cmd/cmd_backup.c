@@ -4,7 +4,28 @@
 
 #include "backup/backup.h"
 #include "cmd/cmd.h"
+#include "common/fmt.h"
 #include "common/json.h"
+#include "common/notify.h"
+
+/* Tells notify-command the outcome: the manifest on success, the error otherwise. */
+static void
+notify(const pd_config *cfg, int rc, json_t *m, const pd_err *err)
+{
+    pd_notify_event ev = {"backup", rc, NULL, NULL, NULL, m};
+    char line[PD_ERR_MSG_MAX + PD_ERR_HINT_MAX], size[PD_FMT_BUF];
+
+    ev.backup_id = m ? json_string_value(json_object_get(m, "id")) : NULL;
+    if (rc != 0) {
+        pd_err_format(err, line, sizeof(line));
+    } else {
+        pd_fmt_size(size, sizeof(size), (uint64_t)json_integer_value(json_object_get(m, "size")));
+        snprintf(line, sizeof(line), "backup %s committed, %s", ev.backup_id ? ev.backup_id : "?",
+                 size);
+    }
+    ev.message = line;
+    pd_notify(cfg, &ev);
+}
 
 int
 pd_cmd_backup(const pd_cmd_args *args)
@@ -30,11 +51,11 @@ pd_cmd_backup(const pd_cmd_args *args)
     opts.ignore_checksum_failures = pd_cmd_flag(args, "ignore-checksum-failures");
     if (pd_backup_physical(&m, cfg, &opts, &err) < 0) {
         rc = pd_cmd_fail(&err);
-    } else {
-        if (pd_cmd_flag(args, "json") && pd_json_print(stdout, m, &err) < 0)
-            rc = pd_cmd_fail(&err);
-        json_decref(m);
+    } else if (pd_cmd_flag(args, "json") && pd_json_print(stdout, m, &err) < 0) {
+        rc = pd_cmd_fail(&err);
     }
+    notify(cfg, rc, m, &err);
+    json_decref(m);
     pd_config_free(cfg);
     return rc;
 }

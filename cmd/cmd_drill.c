@@ -8,6 +8,7 @@
 #include "cmd/cmd.h"
 #include "common/json.h"
 #include "common/log.h"
+#include "common/notify.h"
 #include "drills/drill.h"
 
 static double
@@ -87,6 +88,28 @@ write_report_file(const char *path, json_t *r, pd_err *err)
     return rc;
 }
 
+/* Tells notify-command the outcome: the report when there is one, else the error. */
+static void
+notify(const pd_config *cfg, int rc, json_t *report, const pd_err *err)
+{
+    pd_notify_event ev = {"drill", rc, NULL, NULL, NULL, report};
+    char line[PD_ERR_MSG_MAX + PD_ERR_HINT_MAX];
+
+    if (report == NULL) {
+        pd_err_format(err, line, sizeof(line));
+    } else {
+        ev.backup_id = str(report, "backup_id", NULL);
+        ev.drill_id = str(report, "id", NULL);
+        snprintf(line, sizeof(line), "drill %s of backup %s %s: RTO %.1f s%s%s",
+                 str(report, "id", "?"), str(report, "backup_id", "?"),
+                 strcmp(str(report, "result", ""), "pass") == 0 ? "passed" : "FAILED",
+                 num(report, "rto_seconds"), json_object_get(report, "failure") ? ", " : "",
+                 str(report, "failure", ""));
+    }
+    ev.message = line;
+    pd_notify(cfg, &ev);
+}
+
 int
 pd_cmd_drill(const pd_cmd_args *args)
 {
@@ -133,6 +156,7 @@ pd_cmd_drill(const pd_cmd_args *args)
         return rc;
     if (pd_drill_run(&report, cfg, &o, &err) < 0) {
         rc = pd_cmd_fail(&err);
+        notify(cfg, rc, NULL, &err);
         goto cleanup;
     }
     bool passed = strcmp(str(report, "result", ""), "pass") == 0;
@@ -163,6 +187,7 @@ pd_cmd_drill(const pd_cmd_args *args)
         printf("  report:    stored in the repository as drills/%s.json%s%s\n",
                str(report, "id", "?"), file ? "; JSON copy in " : "", file ? file : "");
     }
+    notify(cfg, rc, report, &err);
 cleanup:
     json_decref(report);
     pd_config_free(cfg);

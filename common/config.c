@@ -61,6 +61,7 @@ static const char *const encryption_choices[] = {"aes-256-gcm", "none", NULL};
 static const char *const compression_choices[] = {"zstd", "none", NULL};
 static const char *const uri_style_choices[] = {"host", "path", NULL};
 static const char *const amcheck_choices[] = {"basic", "full", "off", NULL};
+static const char *const notify_on_choices[] = {"always", "failure", NULL};
 static const char *const log_level_choices[] = {"error", "warn", "warning", "info", "debug", NULL};
 
 /* The fields of a row of the key table, by type. */
@@ -111,6 +112,10 @@ static const key_def keys[] = {
               "index checks in a drill: basic, full or off")},
     {INT_KEY("drill-rto-objective", NULL, 1, 604800,
              "recovery time objective of a drill, in seconds")},
+    {STRING_KEY("notify-command", NULL,
+                "program (and arguments) run after each backup, drill, expire or check")},
+    {ENUM_KEY("notify-on", "always", notify_on_choices, "always or failure")},
+    {INT_KEY("notify-timeout", "60", 1, 3600, "seconds notify-command may run, 1 to 3600")},
     {ENUM_KEY("log-level", "info", log_level_choices, "error, warn, info or debug")},
 };
 

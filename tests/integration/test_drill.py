@@ -247,13 +247,29 @@ def test_missing_wal_segment_fails(source):
 
 
 def test_failing_user_check_fails(source):
-    cfg = drill_cfg(source, **{"drill-check": "SELECT count(*) = 1 FROM accounts"})
+    # notify-command gets the failed drill: ids, result and the report on stdin.
+    notified = os.path.join(ROOT_KEYS, "notified.json")
+    notifier = os.path.join(ROOT_KEYS, "notifier")
+    with open(notifier, "w") as f:
+        f.write("#!/bin/sh\n{ env | grep '^PGDRILL_' | sort; echo; cat; } > \"$1\"\n")
+    os.chmod(notifier, 0o700)
+    cfg = drill_cfg(source, **{"drill-check": "SELECT count(*) = 1 FROM accounts",
+                               "notify-command": f"{notifier} {notified}", "notify-on": "failure"})
     proc = drill_as_root(cfg, "--json")
     assert proc.returncode == 3, describe(proc)
     report = json.loads(proc.stdout)
     check = checks_of(report)["user check 1"]
     assert check["result"] == "fail"
     assert "returned f" in check["detail"], check
+    with open(notified) as f:
+        env_text, _, stdin = f.read().partition("\n\n")
+    env = dict(line.split("=", 1) for line in env_text.splitlines())
+    assert env["PGDRILL_EVENT"] == "drill" and env["PGDRILL_RESULT"] == "failure", env
+    assert env["PGDRILL_EXIT_CODE"] == "3"
+    assert env["PGDRILL_DRILL_ID"] == report["id"]
+    assert env["PGDRILL_BACKUP_ID"] == report["backup_id"] == source.backup["id"]
+    assert "FAILED" in env["PGDRILL_MESSAGE"], env
+    assert json.loads(stdin) == report
 
 
 def test_index_corrupted_before_backup_is_found_by_amcheck(pg_factory, workdir):
