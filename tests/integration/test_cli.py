@@ -184,3 +184,22 @@ def test_config_error_comes_before_any_connection(repo_dir, workdir):
     lines = valid_lines(repo_dir) + [f"pg-host = {workdir}", "compression = gzip"]
     _, line = config_error(lines, "check", "--json")
     assert '"compression"' in line, line
+
+
+# ------------------------------------------------------------------ drill usage
+
+@pytest.mark.parametrize("args,needle", [
+    (["--pick", "newest"], "bad --pick \"newest\""),
+    (["--pick", "latest", "--backup", "20260101T000000Z"], "--backup or --pick, not both"),
+    (["--target", "soon"], "bad --target \"soon\""),
+    (["--target", "immediate", "--target-lsn", "0/1000000"], "at most one of"),
+    (["--target-time", "2026-01-01 00:00:00+00", "--target-lsn", "0/1000000"], "at most one of"),
+    (["--backup"], "--backup"),
+])
+def test_drill_usage_errors_come_before_anything(repo_dir, args, needle):
+    """Each is exit 2 with one line, even though the repository holds nothing:
+    the command line is judged before any repository or server is touched."""
+    config = write_config("\n".join(valid_lines(repo_dir)) + "\n")
+    line = one_error_line(run_pgdrill("drill", *args, config=config), 2)
+    assert needle in line, line
+    assert os.listdir(repo_dir) == []
