@@ -386,8 +386,6 @@ total_line(char *line, size_t len, const json_t *report)
                  dry ? " (dry run: nothing removed)" : "");
 }
 
-#define NO_WAL_LINE "no physical backup is kept: all WAL is kept"
-
 void
 pd_expire_lines(const json_t *report, bool with_kept, void (*fn)(void *payload, const char *line),
                 void *payload)
@@ -408,8 +406,10 @@ pd_expire_lines(const json_t *report, bool with_kept, void (*fn)(void *payload, 
         wal_line(line, sizeof(line), b);
         fn(payload, line);
     }
-    if (!json_is_true(json_object_get(report, "wal_expired")))
-        fn(payload, NO_WAL_LINE);
+    if (json_is_string(json_object_get(report, "wal_kept_all"))) {
+        snprintf(line, sizeof(line), "all WAL is kept: %s", jstr(report, "wal_kept_all"));
+        fn(payload, line);
+    }
     total_line(line, sizeof(line), report);
     fn(payload, line);
 }
@@ -487,14 +487,21 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
     }
     pd_retention_apply(b, n, &pol);
     if (pol.full == 0 && pol.days == 0)
-        pd_log_warning("no retention-full or retention-days is set: every complete backup and "
-                       "all the WAL they need are kept; set one to expire backups");
+        pd_log_warning("no retention-full or retention-days is set: every backup and all WAL are "
+                       "kept; set one to expire backups");
 
     // The WAL plan, from the decisions above.
     wp.b = b;
     wp.nb = n;
     uint64_t ignore_floor;
+    const char *wal_kept = NULL;
     wp.have_floor = pd_retention_wal_floor(b, n, 1, &ignore_floor);
+    if (pol.full == 0 && pol.days == 0) {
+        wp.have_floor = false;
+        wal_kept = "no retention key is set";
+    } else if (!wp.have_floor) {
+        wal_kept = "no physical backup is kept";
+    }
     if (wp.have_floor) {
         pd_free(prefix);
         prefix = pd_repo_path(r, "wal");
@@ -521,7 +528,7 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
         freed += wp.t[i].bytes;
     }
     json_object_set_new(rep, "wal", arr);
-    json_object_set_new(rep, "wal_expired", json_boolean(wp.have_floor));
+    json_object_set_new(rep, "wal_kept_all", wal_kept ? json_string(wal_kept) : json_null());
     json_object_set_new(rep, "removed_backups", json_integer((json_int_t)removed));
     json_object_set_new(rep, "removed_wal_files", json_integer((json_int_t)wp.n));
     json_object_set_new(rep, "freed_bytes", json_integer((json_int_t)freed));
@@ -569,8 +576,8 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
             goto cleanup;
         crash_point();
     }
-    if (!wp.have_floor)
-        pd_log_info(NO_WAL_LINE);
+    if (wal_kept)
+        pd_log_info("all WAL is kept: %s", wal_kept);
     total_line(line, sizeof(line), rep);
     char dur[PD_FMT_BUF];
     pd_log_info("%s in %s", line, pd_fmt_duration(dur, sizeof(dur), pd_time_mono() - t0));

@@ -72,6 +72,8 @@ pd_retention_apply(pd_retention_backup *b, size_t n, const pd_retention_policy *
             continue;
         if (b[i].expiring)
             b[i].reason = PD_RETENTION_REMOVE_RESUMED;
+        else if (p->full == 0 && p->days == 0)
+            keep(&b[i], PD_RETENTION_KEEP_NO_POLICY);
         else if (p->now - b[i].last_write >= p->incomplete_grace)
             b[i].reason = PD_RETENTION_REMOVE_INCOMPLETE;
         else

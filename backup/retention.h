@@ -62,9 +62,10 @@ typedef struct pd_retention_policy {
  *  - both set: a backup goes only when neither keeps it;
  *  - the newest complete backup is always kept, and with keep_drilled the
  *    newest backup whose last drill passed.
- * An incomplete backup is removed when an earlier expire marked it, or when
- * its last write is at least incomplete_grace old; otherwise it may still be
- * running and is kept.
+ * An incomplete backup is removed when an earlier expire marked it, or,
+ * with a retention key set, when its last write is at least
+ * incomplete_grace old; otherwise it may still be running and is kept.
+ * Without a retention key nothing else goes (and the caller keeps all WAL).
  */
 void pd_retention_apply(pd_retention_backup *b, size_t n, const pd_retention_policy *p);
 

@@ -204,10 +204,11 @@ test_retention_incomplete_grace(void **state)
     p.incomplete_grace = 0;
     pd_retention_apply(b, 5, &p);
     assert_kept(b, 5, "RKRRR");
-    // Even without a retention key, stale incomplete backups go.
+    // Without a retention key nothing goes but what an earlier expire began.
     p = policy(0, 0);
     pd_retention_apply(b, 5, &p);
-    assert_kept(b, 5, "RKRKR");
+    assert_kept(b, 5, "KKKKR");
+    assert_int_equal(b[0].reason, PD_RETENTION_KEEP_NO_POLICY);
 }
 
 static void
