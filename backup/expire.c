@@ -11,8 +11,10 @@
  *     its manifest.json is removed. From then on it is incomplete (never
  *     restored, skipped by verify) and the marker tells the next expire to
  *     finish it whatever its age.
- *  3. Then its other objects, then the marker, then what is left of its
- *     directory.
+ *  3. Then its other objects one by one, then the marker with the
+ *     directory. A kill inside that last step can leave an empty directory
+ *     on a local repository, which no command sees (listings show objects)
+ *     and a backup of the same ID would reuse.
  *  4. WAL goes after every backup: while a removed backup was still
  *     complete, its WAL was still there, so verify never sees a gap. Only
  *     files below the floor of their timeline go (retention.h), which lies
@@ -281,9 +283,7 @@ remove_backup(pd_repo *r, const char *id, bool complete, pd_err *err)
             goto cleanup;
         crash_point();
     }
-    if ((rc = pd_storage_remove(st, marker, err)) < 0)
-        goto cleanup;
-    crash_point();
+    // The marker goes with the directory, last.
     rc = pd_storage_remove_prefix(st, prefix, err);
 cleanup:
     for (size_t i = 0; i < l.n; i++)

@@ -127,9 +127,13 @@ class Cluster:
             out.update(files)
         return out
 
-    def backup_dirs(self):
+    def backup_dirs(self, with_empty=False):
+        """The backup directories holding objects (an empty one is no backup)."""
         path = os.path.join(self.repo, CLUSTER, "backups")
-        return set(os.listdir(path)) if os.path.isdir(path) else set()
+        if not os.path.isdir(path):
+            return set()
+        return {d for d in os.listdir(path)
+                if with_empty or any(files for _, _, files in os.walk(os.path.join(path, d)))}
 
     def snapshot(self):
         """Every file of the repository but the lock, with its size."""
@@ -432,7 +436,7 @@ def test_kill_at_successive_points_then_finish(pg_factory, workdir):
     else:
         raise AssertionError("expire never finished")
     assert kills >= 4, kills
-    assert c.backup_dirs() == {b3["id"]}
+    assert c.backup_dirs(with_empty=True) == {b3["id"]}
     c.assert_wal_floor(c.assert_consistent().values())
     proc = expire(c, retention_full=1)
     assert any(line.startswith("nothing to expire") for line in info_lines(proc)), describe(proc)
