@@ -445,9 +445,9 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
         pol.now = (int64_t)strtoll(test_now, NULL, 10);
 
     // (1) Planned under the lock, so what is planned is what is removed.
-    if (!opts->dry_run && (rc = lock = pd_repo_lock(cfg, err)) < 0)
-        goto cleanup;
     if ((rc = pd_repo_open(&r, cfg, err)) < 0)
+        goto cleanup;
+    if (!opts->dry_run && (rc = lock = pd_repo_lock(cfg, err)) < 0)
         goto cleanup;
     prefix = pd_repo_path(r, "backups");
     sl.prefix_len = strlen(prefix) + 1;

@@ -134,7 +134,7 @@ static const pd_cmd_def commands[] = {
      "complete backup, nor (retention-keep-drilled = yes) the newest whose last drill passed.\n"
      "Incomplete backups go after retention-incomplete-grace hours. Then the WAL below the\n"
      "start of the oldest kept physical backup, per timeline; .history files stay. With no\n"
-     "retention key set every complete backup is kept. Each removal is logged; a killed run\n"
+     "retention key set nothing is removed. Each removal is logged; a killed run\n"
      "leaves a consistent repository and the next run finishes it.",
      "pgdrill --cluster main expire --dry-run\n"
      "  pgdrill --cluster main --quiet expire      # nightly, after the backup",
