@@ -578,9 +578,13 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
     }
     if (wal_kept)
         pd_log_info("all WAL is kept: %s", wal_kept);
-    total_line(line, sizeof(line), rep);
     char dur[PD_FMT_BUF];
-    pd_log_info("%s in %s", line, pd_fmt_duration(dur, sizeof(dur), pd_time_mono() - t0));
+    if (removed == 0 && wp.n == 0) {
+        pd_log_info("nothing to expire: %zu backup%s kept", n, n == 1 ? "" : "s");
+    } else {
+        total_line(line, sizeof(line), rep);
+        pd_log_info("%s in %s", line, pd_fmt_duration(dur, sizeof(dur), pd_time_mono() - t0));
+    }
     rc = 0;
 cleanup:
     if (lock >= 0)
