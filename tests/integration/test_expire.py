@@ -423,7 +423,21 @@ def test_keep_drilled(pg_factory, workdir):
 def test_kill_at_successive_points_then_finish(pg_factory, workdir):
     c = Cluster(pg_factory, workdir)
     b1, b2, b3 = c.backup(), c.backup(), c.backup()
-    kills = 0
+    marker = os.path.join(c.repo, CLUSTER, "backups", b1["id"], "expiring")
+
+    # Killed right after marking b1 (invariant 2, first half): b1 is still
+    # complete. Kept by a later policy, it loses the stale marker.
+    proc = expire(c, env={"PGDRILL_TEST_EXPIRE_CRASH": "1"}, retention_full=1)
+    assert proc.returncode == 137, describe(proc)
+    assert os.path.exists(marker)
+    assert c.assert_consistent()[b1["id"]]["state"] == "complete"
+    proc = expire(c, retention_full=3)
+    assert proc.returncode == 0, describe(proc)
+    assert not os.path.exists(marker)
+    assert c.backup_dirs() == {b1["id"], b2["id"], b3["id"]}
+
+    kills, mid_wal = 0, False
+    floor = lsn_segno(b3["start_lsn"])
     for n in range(1, 80):
         proc = expire(c, env={"PGDRILL_TEST_EXPIRE_CRASH": str(n)}, retention_full=1)
         # Invariant (2)-(4): whatever was reached, the repository is consistent.
@@ -433,9 +447,12 @@ def test_kill_at_successive_points_then_finish(pg_factory, workdir):
             break
         assert proc.returncode == 137, describe(proc)
         kills += 1
+        # Killed among the WAL removals (invariant 4): backups done, WAL half.
+        if c.backup_dirs() == {b3["id"]} and wal_below(c.wal_files(), lambda tli: floor):
+            mid_wal = True
     else:
         raise AssertionError("expire never finished")
-    assert kills >= 4, kills
+    assert kills >= 4 and mid_wal, (kills, mid_wal)
     assert c.backup_dirs(with_empty=True) == {b3["id"]}
     c.assert_wal_floor(c.assert_consistent().values())
     proc = expire(c, retention_full=1)
