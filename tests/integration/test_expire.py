@@ -26,13 +26,14 @@ server user, like test_pitr.py: every pgdrill command runs as that user).
 """
 
 import fcntl
+import itertools
 import json
 import os
 import time
 
 from harness import (ExistingPostgres, HarnessError, chown_to_server_user,
                      chown_tree_to_server_user, describe, error_lines, run_pgdrill_as_server,
-                     stderr_lines, tail, wait_for, write_config)
+                     server_binary, stderr_lines, tail, wait_for, write_config)
 from harness import pg_factory, s3, workdir  # noqa: F401  (fixtures)
 from s3common import PREFIX
 from s3common import archive_command as s3_archive_command
@@ -41,6 +42,7 @@ from s3common import wait_archived as s3_wait_archived
 
 CLUSTER = "main"
 SEG_SIZE = 16 * 1024 * 1024
+CONFIG_NUMBER = itertools.count(1)
 
 
 def pgdrill(*args, cfg, env=None):
@@ -48,7 +50,6 @@ def pgdrill(*args, cfg, env=None):
 
 
 def archive_command(cfg):
-    from harness import server_binary
     return f"'{server_binary()}' --config '{cfg}' archive-push %p"
 
 
@@ -97,7 +98,7 @@ class Cluster:
     def config(self, name=None, **keys):
         lines = {"repo": self.repo, "key-file": self.key, **self.pg.config_lines()}
         lines.update({k.replace("_", "-"): v for k, v in keys.items()})
-        name = name or f"pgdrill-{self.pg.port}-{len(keys)}-{abs(hash(str(sorted(keys.items()))))}.conf"
+        name = name or f"pgdrill-{next(CONFIG_NUMBER)}.conf"
         return write_config({CLUSTER: lines}, directory=self.workdir, name=name, owner="server")
 
     def wal_dir(self):
