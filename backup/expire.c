@@ -488,7 +488,8 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
     pd_retention_apply(b, n, &pol);
     if (pol.full == 0 && pol.days == 0)
         pd_log_warning("no retention-full or retention-days is set: every backup and all WAL are "
-                       "kept; set one to expire backups");
+                       "kept (only removals an earlier expire began are finished); set one to "
+                       "expire backups");
 
     // The WAL plan, from the decisions above.
     wp.b = b;
