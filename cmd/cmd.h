@@ -99,5 +99,6 @@ int pd_cmd_archive_get(const pd_cmd_args *args);
 int pd_cmd_key(const pd_cmd_args *args);
 int pd_cmd_drill(const pd_cmd_args *args);
 int pd_cmd_status(const pd_cmd_args *args);
+int pd_cmd_expire(const pd_cmd_args *args);
 
 #endif

@@ -126,14 +126,22 @@ static const pd_cmd_def commands[] = {
      2,
      {{NULL, NULL, NULL}}},
     {"expire",
-     NULL,
-     "expire [--dry-run]",
+     pd_cmd_expire,
+     "expire [--dry-run] [--json]",
      "apply retention to backups and WAL",
-     "Removes backups and WAL beyond retention-full / retention-days.",
-     "pgdrill --cluster main expire --dry-run",
+     "Removes backups beyond retention-full (count) and retention-days (age), kept when either\n"
+     "rule keeps them, counted apart for physical and logical backups; never the newest\n"
+     "complete backup, nor (retention-keep-drilled = yes) the newest whose last drill passed.\n"
+     "Incomplete backups go after retention-incomplete-grace hours. Then the WAL below the\n"
+     "start of the oldest kept physical backup, per timeline; .history files stay. With no\n"
+     "retention key set nothing is removed. Each removal is logged; a killed run\n"
+     "leaves a consistent repository and the next run finishes it.",
+     "pgdrill --cluster main expire --dry-run\n"
+     "  pgdrill --cluster main --quiet expire      # nightly, after the backup",
      0,
      0,
-     {{"dry-run", NULL, "print what would be removed, remove nothing"}}},
+     {{"dry-run", NULL, "print what would be removed and the space freed, remove nothing"},
+      {"json", NULL, "the plan as one JSON document on stdout"}}},
     {"key",
      pd_cmd_key,
      "key rotate --new-key-file FILE",

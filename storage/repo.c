@@ -883,10 +883,10 @@ pd_repo_lock(const pd_config *cfg, pd_err *err)
         ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
-        pd_err_set(
-            err, PD_EFAIL,
-            "cluster \"%s\" is busy: another pgdrill backup or key rotation is running%s%s%s",
-            pd_config_cluster(cfg), pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+        pd_err_set(err, PD_EFAIL,
+                   "cluster \"%s\" is busy: another pgdrill backup, key rotation or expire is "
+                   "running%s%s%s",
+                   pd_config_cluster(cfg), pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
         pd_err_hint(err, "wait for it to finish");
         close(fd);
         pd_free(path);

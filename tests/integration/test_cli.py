@@ -16,8 +16,6 @@ from harness import describe, run_pgdrill, stderr_lines, workdir, write_config  
 COMMANDS = ["init", "backup", "list", "restore", "verify", "drill", "archive-push", "archive-get",
             "expire", "key", "status", "check"]
 
-# A command that is not built yet; move on to another one as commands land.
-NOT_BUILT = "expire"
 
 def one_error_line(proc, code):
     """Asserts exit `code` and exactly one non-empty stderr line, an error; returns it."""
@@ -79,10 +77,22 @@ def test_unknown_option(repo_dir):
     assert "--frobnicate" in line, line
 
 
-def test_command_not_built_yet_fails_with_exit_1(repo_dir):
+def test_expire_without_repository_is_a_configuration_error(repo_dir):
+    # Every command is built now; expire, the last one, refuses a directory
+    # that holds no repository before it takes any lock.
     config = write_config("\n".join(valid_lines(repo_dir)) + "\n")
-    line = one_error_line(run_pgdrill(NOT_BUILT, config=config), 1)
-    assert "not implemented" in line, line
+    for args in (["expire"], ["expire", "--dry-run"]):
+        line = one_error_line(run_pgdrill(*args, config=config), 2)
+        assert "pgdrill init" in line, line
+    assert os.listdir(repo_dir) == []
+
+
+@pytest.mark.parametrize("key, value", [("retention-keep-drilled", "maybe"),
+                                        ("retention-incomplete-grace", "-1")])
+def test_expire_keys_are_validated(repo_dir, key, value):
+    config = write_config("\n".join(valid_lines(repo_dir)) + "\n")
+    line = one_error_line(run_pgdrill("expire", f"--{key}", value, config=config), 2)
+    assert f'"{key}"' in line, line
 
 
 # ------------------------------------------------------------------ configuration errors
