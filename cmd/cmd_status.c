@@ -128,7 +128,7 @@ pd_cmd_status(const pd_cmd_args *args)
         rc = pd_cmd_fail(&err);
         goto cleanup;
     }
-    pd_status_add_server(st, cfg, NULL);
+    pd_status_add_server(st, cfg, NULL, NULL);
     if (pd_cmd_flag(args, "json")) {
         if (pd_json_print(stdout, st, &err) < 0)
             rc = pd_cmd_fail(&err);

@@ -155,14 +155,25 @@ static const pd_cmd_def commands[] = {
       {"prometheus", NULL, "Prometheus text exposition format"}}},
     {"check",
      pd_cmd_check,
-     "check [--json]",
-     "check the configuration, the PostgreSQL connection and the repository",
-     "Loads the configuration, connects to PostgreSQL and reports its version, and checks\n"
-     "that the repository (directory or S3 endpoint) is reachable.",
-     "pgdrill --cluster main check --json",
+     "check [--json] [--strict] | check --nagios",
+     "check configuration, connection, repository, archiving, health, least privilege",
+     "Loads the configuration, connects to PostgreSQL and reports its version, checks that\n"
+     "the repository (directory or S3 endpoint) is reachable and that a forced WAL switch\n"
+     "reaches it; then evaluates health against alert-backup-age, alert-archive-lag,\n"
+     "alert-drill-age and alert-repository-days (OK, WARNING, CRITICAL) and lists\n"
+     "least-privilege findings (critical, warning, info: role attributes, memberships and\n"
+     "write grants, pg_hba.conf trust for replication, file modes, encryption), each naming\n"
+     "the fix. Health states and findings do not change the exit code unless --strict.\n"
+     "--nagios is a Nagios plugin: no WAL switch, one line \"PGDRILL STATE - ...\" with\n"
+     "perfdata ('label'=value[UOM];warn;crit;min;max, ages in s, sizes in B) and the\n"
+     "plugin exit codes 0 OK, 1 WARNING, 2 CRITICAL (also: database or repository down),\n"
+     "3 UNKNOWN (pgdrill cannot evaluate: a configuration error).",
+     "pgdrill --cluster main check --nagios",
      0,
      0,
-     {{"json", NULL, "one JSON document on stdout"}}},
+     {{"json", NULL, "one JSON document on stdout (health items and findings included)"},
+      {"strict", NULL, "exit 1 when a health state is not OK or a finding is a warning or worse"},
+      {"nagios", NULL, "Nagios plugin output and exit codes (0 OK ... 3 UNKNOWN)"}}},
 };
 
 const pd_cmd_def *

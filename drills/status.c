@@ -164,6 +164,8 @@ pd_status_collect(json_t **out, const pd_config *cfg, pd_err *err)
     json_object_set_new(st, "cluster", json_string(pd_config_cluster(cfg)));
     json_object_set_new(st, "time", pd_json_time(now));
     json_object_set_new(st, "timestamp", json_integer(now));
+    json_object_set_new(st, "encryption",
+                        json_string(pd_repo_cipher(r) == PD_CIPHER_NONE ? "none" : "aes-256-gcm"));
     json_t *last = NULL;
     for (size_t i = 0; i < n; i++) {
         if (e[i].complete) {
@@ -269,7 +271,7 @@ segment_end(const char *name, uint64_t segsize, uint64_t *end)
 }
 
 void
-pd_status_add_server(json_t *st, const pd_config *cfg, pd_pg *pg_in)
+pd_status_add_server(json_t *st, const pd_config *cfg, pd_pg *pg_in, const char *unreachable)
 {
     pd_pg_opts opts = PD_PG_OPTS_INIT;
     pd_err err = PD_ERR_INIT;
@@ -280,6 +282,10 @@ pd_status_add_server(json_t *st, const pd_config *cfg, pd_pg *pg_in)
     char clean[PD_ERR_MSG_MAX + 64];
 
     json_object_set_new(st, "database", db);
+    if (pg == NULL && unreachable != NULL) {
+        pd_err_set(&err, PD_EPG, "%s", unreachable);
+        goto failed;
+    }
     if (pg == NULL) {
         pd_pg_opts_from_config(&opts, cfg);
         opts.connect_timeout = 5;
