@@ -103,6 +103,22 @@ why(char *buf, size_t size, pd_health_state s, const long lim[2], bool days)
              days ? "under" : "over", d);
 }
 
+static void add(json_t *items, const char *name, pd_health_state s, const char *message,
+                const char *perf);
+
+/* True (and an OK item) when both levels of the key are off: the operator chose not to check. */
+static bool
+off(json_t *items, const char *name, const char *key, const long lim[2])
+{
+    char msg[128];
+
+    if (lim[0] >= 0 || lim[1] >= 0)
+        return false;
+    snprintf(msg, sizeof(msg), "not checked (%s = off)", key);
+    add(items, name, PD_HEALTH_OK, msg, "");
+    return true;
+}
+
 static void
 add(json_t *items, const char *name, pd_health_state s, const char *message, const char *perf)
 {
@@ -123,6 +139,8 @@ eval_backup(json_t *items, json_t *st, const pd_health_limits *l)
     char msg[512], w[128], d[PD_FMT_BUF], perf[128], lv[64];
     pd_health_state s;
 
+    if (off(items, "backup", "alert-backup-age", l->backup_age))
+        return PD_HEALTH_OK;
     if (!json_is_object(lb) || !json_is_integer(age)) {
         add(items, "backup", PD_HEALTH_CRITICAL, "no complete backup: run pgdrill backup", "");
         return PD_HEALTH_CRITICAL;
@@ -157,10 +175,8 @@ eval_archive(json_t *items, json_t *st, const pd_health_limits *l)
     char msg[512], w[128], d[PD_FMT_BUF], sz[PD_FMT_BUF], perf[192], lv[64];
     pd_health_state s;
 
-    if (l->archive_lag[0] < 0 && l->archive_lag[1] < 0) {
-        add(items, "archive", PD_HEALTH_OK, "not checked (alert-archive-lag = off)", "");
+    if (off(items, "archive", "alert-archive-lag", l->archive_lag))
         return PD_HEALTH_OK;
-    }
     if (!json_is_integer(age)) {
         add(items, "archive", PD_HEALTH_WARNING,
             "no WAL file archived: set archive_command to pgdrill archive-push", "");
@@ -198,6 +214,8 @@ eval_drill(json_t *items, json_t *st, const pd_health_limits *l)
     char msg[768], w[128], d[PD_FMT_BUF], perf[192], lv[64];
     pd_health_state s;
 
+    if (off(items, "drill", "alert-drill-age", l->drill_age))
+        return PD_HEALTH_OK;
     if (!json_is_object(ld) || !json_is_integer(stop) || !json_is_integer(now)) {
         add(items, "drill", PD_HEALTH_WARNING,
             "no drill yet: no backup is proven to restore; run pgdrill drill", "");
