@@ -439,7 +439,7 @@ pd_cmd_check(const pd_cmd_args *args)
                    json_string_value(json_object_get(it, "state")),
                    json_string_value(json_object_get(it, "message")));
         }
-        printf("  least privilege: %s\n", json_array_size(findings) ? "" : "nothing to report");
+        printf("  least privilege:%s\n", json_array_size(findings) ? "" : " nothing to report");
         json_array_foreach(findings, i, it)
         {
             printf("    %-8s %s\n", json_string_value(json_object_get(it, "severity")),

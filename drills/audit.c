@@ -66,7 +66,7 @@ audit_role(json_t *findings, pd_pg *pg)
         return;
     }
     const char *role = PQgetvalue(res, 0, 0);
-    const char *db = PQgetvalue(res, 0, 11);
+    const char *db = PQgetvalue(res, 0, 10);
     bool super = PQgetvalue(res, 0, 1)[0] == 't';
     const char *fix = "a role with only LOGIN and REPLICATION is enough (README, \"Least "
                       "privilege\")";

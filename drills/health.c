@@ -54,6 +54,23 @@ pd_health_limits_from_config(pd_health_limits *l, const pd_config *cfg)
                          &l->repository_days[1]);
 }
 
+/* An age for messages: 45s, 12m05s, 26h00m, 8d03h. */
+static char *
+age_text(char *buf, size_t size, double seconds)
+{
+    long s = seconds > 0 ? (long)(seconds + 0.5) : 0;
+
+    if (s < 60)
+        snprintf(buf, size, "%lds", s);
+    else if (s < 3600)
+        snprintf(buf, size, "%ldm%02lds", s / 60, s % 60);
+    else if (s < 2 * 86400)
+        snprintf(buf, size, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else
+        snprintf(buf, size, "%ldd%02ldh", s / 86400, s / 3600 % 24);
+    return buf;
+}
+
 /* The state of an age (larger is worse) or of a number of days (smaller is worse). */
 static pd_health_state
 against(double value, const long lim[2], bool smaller_is_worse)
@@ -98,7 +115,7 @@ why(char *buf, size_t size, pd_health_state s, const long lim[2], bool days)
     if (days)
         snprintf(d, sizeof(d), "%ld days", v);
     else
-        pd_fmt_duration(d, sizeof(d), (double)v);
+        age_text(d, sizeof(d), (double)v);
     snprintf(buf, size, " (%s %s %s)", s == PD_HEALTH_CRITICAL ? "critical" : "warning",
              days ? "under" : "over", d);
 }
@@ -148,7 +165,7 @@ eval_backup(json_t *items, json_t *st, const pd_health_limits *l)
     json_int_t a = json_integer_value(age);
     s = against((double)a, l->backup_age, false);
     why(w, sizeof(w), s, l->backup_age, false);
-    pd_fmt_duration(d, sizeof(d), (double)a);
+    age_text(d, sizeof(d), (double)a);
     const char *id = json_string_value(json_object_get(lb, "id")) ?: "?";
     const char *gap = json_string_value(json_object_get(lb, "wal_gap"));
     if (gap) {
@@ -187,7 +204,7 @@ eval_archive(json_t *items, json_t *st, const pd_health_limits *l)
                    json_integer_value(lag) < json_integer_value(segsize);
     s = current ? PD_HEALTH_OK : against((double)a, l->archive_lag, false);
     why(w, sizeof(w), s, l->archive_lag, false);
-    pd_fmt_duration(d, sizeof(d), (double)a);
+    age_text(d, sizeof(d), (double)a);
     const char *name = json_string_value(json_object_get(wal, "last_archived")) ?: "?";
     if (json_is_integer(lag)) {
         pd_fmt_size(sz, sizeof(sz), (uint64_t)json_integer_value(lag));
@@ -226,7 +243,7 @@ eval_drill(json_t *items, json_t *st, const pd_health_limits *l)
         a = 0;
     s = against((double)a, l->drill_age, false);
     why(w, sizeof(w), s, l->drill_age, false);
-    pd_fmt_duration(d, sizeof(d), (double)a);
+    age_text(d, sizeof(d), (double)a);
     const char *id = json_string_value(json_object_get(ld, "id")) ?: "?";
     const char *result = json_string_value(json_object_get(ld, "result")) ?: "";
     const char *rto_result = json_string_value(json_object_get(ld, "rto_result"));
