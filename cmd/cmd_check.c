@@ -262,11 +262,12 @@ done_quiet:
  * (repository alone, then the server's WAL position through pg when
  * connected), evaluated against the alert-* thresholds. When the status
  * cannot be collected the state is CRITICAL, or UNKNOWN for a configuration
- * problem (pgdrill cannot evaluate), with the reason as the one item.
+ * problem (pgdrill cannot evaluate), with the reason as the one item; that
+ * never changes check's exit code (the repository check reports failures).
  */
 static json_t *
 check_health(const pd_config *cfg, pd_pg *pg, const char *unreachable, json_t **status,
-             pd_health_state *state, int *exit_code)
+             pd_health_state *state)
 {
     pd_health_limits limits;
     pd_err err = PD_ERR_INIT;
@@ -276,8 +277,7 @@ check_health(const pd_config *cfg, pd_pg *pg, const char *unreachable, json_t **
     pd_health_limits_from_config(&limits, cfg);
     if (pd_status_collect(status, cfg, &err) < 0) {
         char clean[PD_ERR_MSG_MAX + 64];
-        pd_log_err(&err);
-        raise_exit(exit_code, &err);
+        // Reported as the health state, not as an error: the repository check owns that.
         *state =
             pd_err_exit_code(err.code) == PD_EXIT_USAGE ? PD_HEALTH_UNKNOWN : PD_HEALTH_CRITICAL;
         items = json_pack("[{s:s, s:s, s:s, s:s}]", "name", "repository", "state",
@@ -303,7 +303,6 @@ check_nagios(const pd_cmd_args *args)
     json_t *status = NULL, *health;
     pd_health_state state, worst;
     char clean[PD_ERR_MSG_MAX + 64];
-    int ignore = 0;
 
     if (pd_cmd_load_config_err(&cfg, args, &err) < 0) {
         pd_log_err(&err);
@@ -313,8 +312,7 @@ check_nagios(const pd_cmd_args *args)
     pd_pg_opts_from_config(&opts, cfg);
     opts.connect_timeout = 5;
     bool connected = pd_pg_connect(&pg, &opts, &err) == 0;
-    health = check_health(cfg, connected ? pg : NULL, connected ? NULL : err.msg, &status, &state,
-                          &ignore);
+    health = check_health(cfg, connected ? pg : NULL, connected ? NULL : err.msg, &status, &state);
     worst = !connected && state < PD_HEALTH_CRITICAL ? PD_HEALTH_CRITICAL : state;
     printf("PGDRILL %s - cluster %s: ", pd_health_state_name(worst), pd_config_cluster(cfg));
     // Problems first, worst first: the part of the line a pager shows.
@@ -398,7 +396,7 @@ pd_cmd_check(const pd_cmd_args *args)
     // Health and the least-privilege checklist only when the repository opened.
     if (json_is_true(json_object_get(repo, "ok"))) {
         health = check_health(cfg, conn, json_string_value(json_object_get(pg, "error")), &status,
-                              &state, &exit_code);
+                              &state);
     } else {
         state = PD_HEALTH_UNKNOWN;
         health = json_pack("{s:s, s:[]}", "state", "UNKNOWN", "items");
