@@ -49,9 +49,11 @@ print_capacity(json_t *st)
            size_or(s1, sizeof(s1), json_object_get(cap, "repository_free_bytes"), "unknown (S3)"),
            size_or(s2, sizeof(s2), json_object_get(cap, "drill_dir_free_bytes"), "unknown"),
            str(cap, "drill_dir", "?"));
-    printf("  growth:       backups %s/day, WAL %s/day\n",
-           size_or(s1, sizeof(s1), json_object_get(cap, "backup_growth_bytes_per_day"), "unknown"),
-           size_or(s3, sizeof(s3), json_object_get(cap, "wal_bytes_per_day"), "unknown"));
+    json_t *bg = json_object_get(cap, "backup_growth_bytes_per_day");
+    json_t *wg = json_object_get(cap, "wal_bytes_per_day");
+    printf("  growth:       backups %s%s, WAL %s%s\n", size_or(s1, sizeof(s1), bg, "unknown"),
+           json_is_number(bg) ? "/day" : "", size_or(s3, sizeof(s3), wg, "unknown"),
+           json_is_number(wg) ? "/day" : "");
     if (json_is_number(json_object_get(cap, "repository_full_days")))
         printf("  forecast:     repository full in %.1f days\n",
                json_number_value(json_object_get(cap, "repository_full_days")));

@@ -12,7 +12,7 @@
 #include "common/fmt.h"
 
 void
-pd_rate_add(pd_rate *r, int64_t t, uint64_t bytes)
+pd_health_rate_add(pd_health_rate *r, int64_t t, uint64_t bytes)
 {
     if (r->n == 0 || t < r->t_first) {
         r->t_first = t;
@@ -27,7 +27,7 @@ pd_rate_add(pd_rate *r, int64_t t, uint64_t bytes)
 }
 
 bool
-pd_rate_per_day(const pd_rate *r, double *per_day)
+pd_health_rate_per_day(const pd_health_rate *r, double *per_day)
 {
     *per_day = 0;
     if (r->n < 2 || r->t_last <= r->t_first)

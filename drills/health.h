@@ -19,22 +19,22 @@
  * every object newer than the oldest one, divided by the time from the
  * oldest object to the newest. Objects are added in any order.
  */
-typedef struct pd_rate {
+typedef struct pd_health_rate {
     size_t n;
     int64_t t_first, t_last; /* seconds since the epoch */
     uint64_t bytes_first;    /* bytes of the objects at t_first */
     uint64_t bytes;          /* bytes of every object */
-} pd_rate;
+} pd_health_rate;
 
-#define PD_RATE_INIT  \
-    {                 \
-        0, 0, 0, 0, 0 \
+#define PD_HEALTH_RATE_INIT \
+    {                       \
+        0, 0, 0, 0, 0       \
     }
 
-void pd_rate_add(pd_rate *r, int64_t t, uint64_t bytes);
+void pd_health_rate_add(pd_health_rate *r, int64_t t, uint64_t bytes);
 
 /* Bytes per day; false ("unknown") with fewer than two objects or no time between them. */
-bool pd_rate_per_day(const pd_rate *r, double *per_day);
+bool pd_health_rate_per_day(const pd_health_rate *r, double *per_day);
 
 /* Nagios plugin states, in order of severity; also their exit codes. */
 typedef enum pd_health_state {
@@ -75,6 +75,7 @@ void pd_health_limits_from_config(pd_health_limits *l, const pd_config *cfg);
  *   - repository: the forecast days until full against
  *     alert-repository-days; unknown (S3, fewer than two backups, not
  *     growing) is OK and says why.
+ * A key set to "off" makes its item OK, "not checked".
  */
 pd_health_state pd_health_evaluate(json_t **items, json_t *status, const pd_health_limits *l);
 

@@ -26,7 +26,7 @@ typedef struct scan {
     char newest[25];
     int64_t newest_mtime;
     uint64_t wal_files;
-    pd_rate wal_rate; /* every object under wal/ */
+    pd_health_rate wal_rate; /* every object under wal/ */
 } scan;
 
 static int
@@ -38,7 +38,7 @@ on_object(void *payload, const pd_storage_entry *e, pd_err *err)
     s->bytes += e->size;
     s->objects++;
     if (strncmp(e->path, s->wal_prefix, s->wal_prefix_len) == 0) {
-        pd_rate_add(&s->wal_rate, e->mtime, e->size);
+        pd_health_rate_add(&s->wal_rate, e->mtime, e->size);
         const char *name = strrchr(e->path, '/') + 1;
         if (strlen(name) == 24 && strspn(name, "0123456789ABCDEF") == 24) {
             s->wal_files++;
@@ -79,11 +79,11 @@ free_bytes(const char *path)
 }
 
 static json_t *
-rate_json(const pd_rate *r)
+rate_json(const pd_health_rate *r)
 {
     double v;
 
-    return pd_rate_per_day(r, &v) ? json_real(v) : json_null();
+    return pd_health_rate_per_day(r, &v) ? json_real(v) : json_null();
 }
 
 /*
@@ -93,7 +93,8 @@ rate_json(const pd_rate *r)
  * known is null and "forecast_unknown" says why.
  */
 static json_t *
-capacity(const pd_config *cfg, pd_storage *storage, const pd_rate *backups, const pd_rate *wal)
+capacity(const pd_config *cfg, pd_storage *storage, const pd_health_rate *backups,
+         const pd_health_rate *wal)
 {
     json_t *c = json_object();
     pd_err ignore = PD_ERR_INIT;
@@ -101,8 +102,8 @@ capacity(const pd_config *cfg, pd_storage *storage, const pd_rate *backups, cons
     bool repo_free_known = pd_storage_free_space(storage, &repo_free, &ignore) == 0;
     const char *drill_dir = pd_config_get(cfg, "drill-dir");
     double b_rate = 0, w_rate = 0;
-    bool b_known = pd_rate_per_day(backups, &b_rate);
-    bool w_known = pd_rate_per_day(wal, &w_rate);
+    bool b_known = pd_health_rate_per_day(backups, &b_rate);
+    bool w_known = pd_health_rate_per_day(wal, &w_rate);
     const char *unknown = NULL;
 
     if (drill_dir == NULL)
@@ -230,11 +231,11 @@ pd_status_collect(json_t **out, const pd_config *cfg, pd_err *err)
         json_object_set_new(st, "last_drill", json_null());
     }
     json_object_set_new(st, "drills", json_integer((json_int_t)json_array_size(reports)));
-    pd_rate backup_rate = PD_RATE_INIT;
+    pd_health_rate backup_rate = PD_HEALTH_RATE_INIT;
     for (size_t i = 0; i < n; i++) {
         json_t *stop = e[i].complete ? epoch_of(json_object_get(e[i].manifest, "stop_time")) : NULL;
         if (json_is_integer(stop))
-            pd_rate_add(&backup_rate, json_integer_value(stop), e[i].stored_size);
+            pd_health_rate_add(&backup_rate, json_integer_value(stop), e[i].stored_size);
         json_decref(stop);
     }
     json_object_set_new(wj, "bytes", json_integer((json_int_t)s.wal_rate.bytes));

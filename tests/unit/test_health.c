@@ -21,25 +21,25 @@ static const pd_health_limits limits = {
 static void
 test_health_rate(void **state)
 {
-    pd_rate r = PD_RATE_INIT, shuffled = PD_RATE_INIT;
+    pd_health_rate r = PD_HEALTH_RATE_INIT, shuffled = PD_HEALTH_RATE_INIT;
     double v;
 
     (void)state;
-    assert_false(pd_rate_per_day(&r, &v));
-    pd_rate_add(&r, 1000, 500);
-    assert_false(pd_rate_per_day(&r, &v)); // one point: unknown, not 0
-    pd_rate_add(&r, 1000, 700);
-    assert_false(pd_rate_per_day(&r, &v)); // no time between the points
-    pd_rate_add(&r, 1000 + 43200, 100);
-    pd_rate_add(&r, 1000 + 86400, 300);
-    assert_true(pd_rate_per_day(&r, &v));
+    assert_false(pd_health_rate_per_day(&r, &v));
+    pd_health_rate_add(&r, 1000, 500);
+    assert_false(pd_health_rate_per_day(&r, &v)); // one point: unknown, not 0
+    pd_health_rate_add(&r, 1000, 700);
+    assert_false(pd_health_rate_per_day(&r, &v)); // no time between the points
+    pd_health_rate_add(&r, 1000 + 43200, 100);
+    pd_health_rate_add(&r, 1000 + 86400, 300);
+    assert_true(pd_health_rate_per_day(&r, &v));
     // Everything after the first moment (100 + 300 bytes) over one day.
     assert_true(v == 400.0);
-    pd_rate_add(&shuffled, 1000 + 86400, 300);
-    pd_rate_add(&shuffled, 1000, 700);
-    pd_rate_add(&shuffled, 1000 + 43200, 100);
-    pd_rate_add(&shuffled, 1000, 500);
-    assert_true(pd_rate_per_day(&shuffled, &v));
+    pd_health_rate_add(&shuffled, 1000 + 86400, 300);
+    pd_health_rate_add(&shuffled, 1000, 700);
+    pd_health_rate_add(&shuffled, 1000 + 43200, 100);
+    pd_health_rate_add(&shuffled, 1000, 500);
+    assert_true(pd_health_rate_per_day(&shuffled, &v));
     assert_true(v == 400.0);
 }
 
