@@ -147,7 +147,11 @@ static const pd_cmd_def commands[] = {
      pd_cmd_status,
      "status [--json|--prometheus]",
      "health from the repository: backup age, archive lag, last drill",
-     "Reports the last backup's age, WAL archive lag, the last drill and the repository size.",
+     "Reports the last backup's age, WAL archive lag, the last drill, the repository size and\n"
+     "capacity: free space of a local repository and of drill-dir, the stored bytes backups and\n"
+     "WAL add per day, and the days until the repository is full at that rate. Works from the\n"
+     "repository alone; when the database is reachable it adds the WAL archive lag in bytes\n"
+     "(else that value is absent and the output says why).",
      "pgdrill --cluster main status --prometheus > /var/lib/node_exporter/pgdrill.prom",
      0,
      0,

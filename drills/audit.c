@@ -122,13 +122,8 @@ audit_role(json_t *findings, pd_pg *pg)
     PQclear(res);
 }
 
-/*
- * True when a pg_hba.conf host rule's address (with its netmask) reaches
- * only this machine: loopback networks, "localhost", "samehost". NULL or
- * "all", "samenet", other names and wider networks reach the network.
- */
-static bool
-local_only(const char *address, const char *netmask)
+bool
+pd_audit_address_is_local(const char *address, const char *netmask)
 {
     struct in_addr a4, m4;
     struct in6_addr a6, m6;
@@ -172,7 +167,7 @@ audit_hba(json_t *findings, pd_pg *pg)
     for (int i = 0; i < PQntuples(res); i++) {
         const char *address = PQgetisnull(res, i, 2) ? NULL : PQgetvalue(res, i, 2);
         const char *netmask = PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3);
-        if (local_only(address, netmask))
+        if (pd_audit_address_is_local(address, netmask))
             continue;
         finding(findings, "critical", "hba",
                 "pg_hba.conf \"%s\" line %s lets replication connections from %s%s%s in with "

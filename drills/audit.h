@@ -9,6 +9,7 @@
 #define PGDRILL_DRILLS_AUDIT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "common/config.h"
 #include "common/pg.h"
@@ -24,5 +25,13 @@
  * open (the configured encryption is used then).
  */
 void pd_audit_run(json_t *findings, const pd_config *cfg, pd_pg *pg, int cipher);
+
+/*
+ * True when a pg_hba.conf host rule's address, with its netmask as
+ * pg_hba_file_rules shows it, admits only this machine: a network inside
+ * 127.0.0.0/8, ::1/128, "localhost", "samehost". NULL, "all", "samenet",
+ * other host names and wider networks admit the network. Pure; for tests.
+ */
+bool pd_audit_address_is_local(const char *address, const char *netmask);
 
 #endif

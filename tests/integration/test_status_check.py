@@ -6,7 +6,8 @@ warned, a LOGIN REPLICATION role is clean, a 0644 config file and a
 `host replication ... trust` line open to the network are warned), and the
 capacity forecast of `status --json` and `--prometheus` on a repository
 whose growth the test knows: real backups (their sizes and end times from
-`list --json`) and real WAL segments whose archive times the test sets.
+`list --json`) and real WAL segments whose archive times the test sets; on
+S3 the free space and so the forecast are unknown, and said so.
 
 pgdrill runs as the test's user here: nothing but the test writes the
 repository (no archive_command), so WAL reaches it through `archive-push`
@@ -18,7 +19,7 @@ import re
 import time
 from datetime import datetime
 
-from harness import describe, pg, run_pgdrill, stderr_lines, workdir, write_config  # noqa: F401
+from harness import describe, pg, run_pgdrill, s3, stderr_lines, workdir, write_config  # noqa: F401
 
 CLUSTER = "main"
 
@@ -283,3 +284,23 @@ def test_capacity_forecast(workdir, pg):
     assert "pgdrill_wal_archive_lag_bytes{" not in proc.stdout, proc.stdout
     proc = run_pgdrill("status", config=cfg)
     assert proc.returncode == 0 and "database is not reachable" in proc.stdout, describe(proc)
+
+
+def test_s3_free_space_is_unknown(workdir, s3):
+    cfg = write_config({CLUSTER: {**s3.config_lines(), "key-file": os.path.join(workdir, "key")}},
+                       directory=workdir)
+    proc = run_pgdrill("init", "--generate-key-file", os.path.join(workdir, "key"), config=cfg,
+                       env=s3.env)
+    assert proc.returncode == 0, describe(proc)
+    proc = run_pgdrill("status", "--json", config=cfg, env=s3.env)
+    assert proc.returncode == 0, describe(proc)
+    cap = json.loads(proc.stdout)["capacity"]
+    # S3 has no free space: null and said so, never a made-up number.
+    assert cap["repository_free_bytes"] is None and cap["repository_full_days"] is None, cap
+    assert "S3" in cap["forecast_unknown"], cap
+    proc = run_pgdrill("status", "--prometheus", config=cfg, env=s3.env)
+    assert "# TYPE pgdrill_repository_free_bytes gauge" in proc.stdout, proc.stdout
+    assert "pgdrill_repository_free_bytes{" not in proc.stdout, proc.stdout
+    assert "pgdrill_repository_full_days{" not in proc.stdout, proc.stdout
+    proc = run_pgdrill("status", config=cfg, env=s3.env)
+    assert "repository unknown (S3)" in proc.stdout, describe(proc)
