@@ -292,6 +292,15 @@ check_health(const pd_config *cfg, pd_pg *pg, const char *unreachable, json_t **
     return h;
 }
 
+/* Text in the status line: "|" starts perfdata and a newline ends the line, so neither may appear.
+ */
+static void
+nagios_text(const char *s)
+{
+    for (; s && *s; s++)
+        putchar(*s == '|' ? '/' : *s == '\n' ? ' ' : *s);
+}
+
 /* Nagios: one status line with perfdata, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. */
 static int
 check_nagios(const pd_cmd_args *args)
@@ -306,20 +315,24 @@ check_nagios(const pd_cmd_args *args)
 
     if (pd_cmd_load_config_err(&cfg, args, &err) < 0) {
         pd_log_err(&err);
-        printf("PGDRILL UNKNOWN - %s\n", pd_redact(err.msg, clean, sizeof(clean)));
+        printf("PGDRILL UNKNOWN - ");
+        nagios_text(pd_redact(err.msg, clean, sizeof(clean)));
+        printf("\n");
         return PD_HEALTH_UNKNOWN;
     }
     pd_pg_opts_from_config(&opts, cfg);
     opts.connect_timeout = 5;
     bool connected = pd_pg_connect(&pg, &opts, &err) == 0;
     health = check_health(cfg, connected ? pg : NULL, connected ? NULL : err.msg, &status, &state);
-    worst = !connected && state < PD_HEALTH_CRITICAL ? PD_HEALTH_CRITICAL : state;
+    // The database down is certain, so it outranks an UNKNOWN from the repository part.
+    worst = connected ? state : PD_HEALTH_CRITICAL;
     printf("PGDRILL %s - cluster %s: ", pd_health_state_name(worst), pd_config_cluster(cfg));
     // Problems first, worst first: the part of the line a pager shows.
     json_t *items = json_object_get(health, "items");
     bool first = true;
     if (!connected) {
-        printf("CRITICAL postgresql: %s", pd_redact(err.msg, clean, sizeof(clean)));
+        printf("CRITICAL postgresql: ");
+        nagios_text(pd_redact(err.msg, clean, sizeof(clean)));
         first = false;
     }
     for (int want = PD_HEALTH_UNKNOWN; want >= PD_HEALTH_OK; want--) {
@@ -330,9 +343,9 @@ check_nagios(const pd_cmd_args *args)
             const char *st = json_string_value(json_object_get(it, "state"));
             if (strcmp(st, pd_health_state_name((pd_health_state)want)) != 0)
                 continue;
-            printf("%s%s%s%s", first ? "" : "; ", want == PD_HEALTH_OK ? "" : st,
-                   want == PD_HEALTH_OK ? "" : " ",
-                   json_string_value(json_object_get(it, "message")));
+            printf("%s%s%s", first ? "" : "; ", want == PD_HEALTH_OK ? "" : st,
+                   want == PD_HEALTH_OK ? "" : " ");
+            nagios_text(json_string_value(json_object_get(it, "message")));
             first = false;
         }
     }

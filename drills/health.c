@@ -265,8 +265,10 @@ eval_drill(json_t *items, json_t *st, const pd_health_limits *l)
         snprintf(msg, sizeof(msg), "last drill %s passed %s ago, RTO %.1fs%s", id, d, rto, w);
     }
     levels(lv, sizeof(lv), l->drill_age);
-    snprintf(perf, sizeof(perf), "'drill_age'=%llds%s;0; 'drill_rto'=%.1fs;;;0;", (long long)a, lv,
-             rto);
+    int n = snprintf(perf, sizeof(perf), "'drill_age'=%llds%s;0;", (long long)a, lv);
+    // A drill that failed before recovery has no RTO: no perfdata rather than a 0.
+    if (json_is_number(json_object_get(ld, "rto_seconds")) && n > 0 && (size_t)n < sizeof(perf))
+        snprintf(perf + n, sizeof(perf) - (size_t)n, " 'drill_rto'=%.1fs;;;0;", rto);
     add(items, "drill", s, msg, perf);
     return s;
 }
