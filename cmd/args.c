@@ -168,22 +168,32 @@ pd_cmd_fail(const pd_err *err)
 }
 
 int
-pd_cmd_load_config(pd_config **out, const pd_cmd_args *args)
+pd_cmd_load_config_err(pd_config **out, const pd_cmd_args *args, pd_err *err)
 {
     pd_config_opts opts = PD_CONFIG_OPTS_INIT;
-    pd_err err = PD_ERR_INIT;
     pd_log_level level;
+    int rc;
 
     opts.path = args->config_path;
     opts.cluster = args->cluster;
     opts.overrides = args->overrides;
     opts.n_overrides = args->n_overrides;
-    if (pd_config_load(out, &opts, &err) < 0)
-        return pd_cmd_fail(&err);
+    if ((rc = pd_config_load(out, &opts, err)) < 0)
+        return rc;
     // Validated at load, so parsing cannot fail here.
-    if (pd_log_parse_level(pd_config_get(*out, "log-level"), &level, &err) == 0)
+    if (pd_log_parse_level(pd_config_get(*out, "log-level"), &level, err) == 0)
         pd_log_set_level(level);
     pd_log_set_quiet(args->quiet);
+    return 0;
+}
+
+int
+pd_cmd_load_config(pd_config **out, const pd_cmd_args *args)
+{
+    pd_err err = PD_ERR_INIT;
+
+    if (pd_cmd_load_config_err(out, args, &err) < 0)
+        return pd_cmd_fail(&err);
     return 0;
 }
 

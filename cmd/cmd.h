@@ -78,6 +78,8 @@ int pd_cmd_opt_all(const pd_cmd_args *args, const char *name, const char **out, 
  * --quiet. On failure logs the error and returns its exit status (> 0).
  */
 int pd_cmd_load_config(pd_config **out, const pd_cmd_args *args);
+/* The same without logging: the error is left in err (for check --nagios). */
+PD_MUST_CHECK int pd_cmd_load_config_err(pd_config **out, const pd_cmd_args *args, pd_err *err);
 
 /* Logs err and returns its exit status. */
 int pd_cmd_fail(const pd_err *err);

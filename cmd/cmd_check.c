@@ -1,7 +1,11 @@
 /*
  * pgdrill check: configuration sanity, the PostgreSQL connection (server
- * version) and repository reachability (a directory, or an S3 endpoint).
- * Each failing part is one error line; exit 1 when any part fails.
+ * version), repository reachability (a directory, or an S3 endpoint), WAL
+ * archiving, health against the alert-* thresholds, and the least-privilege
+ * checklist. Each failing part is one error line; exit 1 when any part
+ * fails. Threshold states and findings change the exit code only with
+ * --strict. check --nagios is a Nagios plugin: one line, exit 0-3, and no
+ * forced WAL switch (it runs every few minutes).
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,8 +17,12 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "common/notify.h"
 #include "common/pg.h"
 #include "common/time.h"
+#include "drills/audit.h"
+#include "drills/health.h"
+#include "drills/status.h"
 #include "storage/repo.h"
 #include "storage/s3.h"
 
@@ -36,8 +44,9 @@ raise_exit(int *exit_code, const pd_err *err)
         *exit_code = pd_err_exit_code(err->code);
 }
 
+/* The connection check; on success *out keeps the connection for the later parts. */
 static json_t *
-check_postgresql(const pd_config *cfg, char *line, size_t linesize)
+check_postgresql(const pd_config *cfg, pd_pg **out, char *line, size_t linesize)
 {
     pd_pg_opts opts = PD_PG_OPTS_INIT;
     pd_err err = PD_ERR_INIT;
@@ -59,6 +68,8 @@ check_postgresql(const pd_config *cfg, char *line, size_t linesize)
         json_object_set_new(j, "connection", json_string(pd_pg_describe(pg)));
         snprintf(line, linesize, "postgresql: ok, server version %s, %s", version,
                  pd_pg_describe(pg));
+        *out = pg;
+        pg = NULL;
     }
     pd_pg_free(pg);
     return j;
@@ -247,21 +258,177 @@ done_quiet:
     return j;
 }
 
+/*
+ * The health part, shared by check and check --nagios: the status document
+ * (repository alone, then the server's WAL position through pg when
+ * connected), evaluated against the alert-* thresholds. When the status
+ * cannot be collected the state is CRITICAL, or UNKNOWN for a configuration
+ * problem (pgdrill cannot evaluate), with the reason as the one item; that
+ * never changes check's exit code (the repository check reports failures).
+ */
+static json_t *
+check_health(const pd_config *cfg, pd_pg *pg, const char *unreachable, json_t **status,
+             pd_health_state *state)
+{
+    pd_health_limits limits;
+    pd_err err = PD_ERR_INIT;
+    json_t *h = json_object(), *items = NULL;
+
+    *status = NULL;
+    pd_health_limits_from_config(&limits, cfg);
+    if (pd_status_collect(status, cfg, &err) < 0) {
+        char clean[PD_ERR_MSG_MAX + 64];
+        // Reported as the health state, not as an error: the repository check owns that.
+        *state =
+            pd_err_exit_code(err.code) == PD_EXIT_USAGE ? PD_HEALTH_UNKNOWN : PD_HEALTH_CRITICAL;
+        items = json_pack("[{s:s, s:s, s:s, s:s}]", "name", "repository", "state",
+                          pd_health_state_name(*state), "message",
+                          pd_redact(err.msg, clean, sizeof(clean)), "perfdata", "");
+    } else {
+        pd_status_add_server(*status, cfg, pg, pg ? NULL : unreachable);
+        *state = pd_health_evaluate(&items, *status, &limits);
+    }
+    json_object_set_new(h, "state", json_string(pd_health_state_name(*state)));
+    json_object_set_new(h, "items", items);
+    return h;
+}
+
+/* Text in the status line: "|" starts perfdata and a newline ends the line, so neither may appear.
+ */
+static void
+nagios_text(const char *s)
+{
+    for (; s && *s; s++)
+        putchar(*s == '|' ? '/' : *s == '\n' ? ' ' : *s);
+}
+
+/* Nagios: one status line with perfdata, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. */
+static int
+check_nagios(const pd_cmd_args *args)
+{
+    pd_err err = PD_ERR_INIT;
+    pd_config *cfg = NULL;
+    pd_pg_opts opts = PD_PG_OPTS_INIT;
+    pd_pg *pg = NULL;
+    json_t *status = NULL, *health;
+    pd_health_state state, worst;
+    char clean[PD_ERR_MSG_MAX + 64];
+
+    if (pd_cmd_load_config_err(&cfg, args, &err) < 0) {
+        pd_log_err(&err);
+        printf("PGDRILL UNKNOWN - ");
+        nagios_text(pd_redact(err.msg, clean, sizeof(clean)));
+        printf("\n");
+        return PD_HEALTH_UNKNOWN;
+    }
+    pd_pg_opts_from_config(&opts, cfg);
+    opts.connect_timeout = 5;
+    bool connected = pd_pg_connect(&pg, &opts, &err) == 0;
+    health = check_health(cfg, connected ? pg : NULL, connected ? NULL : err.msg, &status, &state);
+    // The database down is certain, so it outranks an UNKNOWN from the repository part.
+    worst = connected ? state : PD_HEALTH_CRITICAL;
+    printf("PGDRILL %s - cluster %s: ", pd_health_state_name(worst), pd_config_cluster(cfg));
+    // Problems first, worst first: the part of the line a pager shows.
+    json_t *items = json_object_get(health, "items");
+    bool first = true;
+    if (!connected) {
+        printf("CRITICAL postgresql: ");
+        nagios_text(pd_redact(err.msg, clean, sizeof(clean)));
+        first = false;
+    }
+    for (int want = PD_HEALTH_UNKNOWN; want >= PD_HEALTH_OK; want--) {
+        size_t i;
+        json_t *it;
+        json_array_foreach(items, i, it)
+        {
+            const char *st = json_string_value(json_object_get(it, "state"));
+            if (strcmp(st, pd_health_state_name((pd_health_state)want)) != 0)
+                continue;
+            printf("%s%s%s", first ? "" : "; ", want == PD_HEALTH_OK ? "" : st,
+                   want == PD_HEALTH_OK ? "" : " ");
+            nagios_text(json_string_value(json_object_get(it, "message")));
+            first = false;
+        }
+    }
+    printf(" |");
+    size_t i;
+    json_t *it;
+    json_array_foreach(items, i, it)
+    {
+        const char *perf = json_string_value(json_object_get(it, "perfdata"));
+        if (perf && perf[0])
+            printf(" %s", perf);
+    }
+    printf("\n");
+    json_decref(health);
+    json_decref(status);
+    pd_pg_free(pg);
+    pd_config_free(cfg);
+    return (int)worst;
+}
+
+/* The first error of the sections that failed, for notify-command's message. */
+static const char *
+first_error(json_t *doc)
+{
+    static const char *const sections[] = {"postgresql", "repository", "archiving"};
+
+    for (size_t i = 0; i < PD_ARRAY_LEN(sections); i++) {
+        const char *msg =
+            json_string_value(json_object_get(json_object_get(doc, sections[i]), "error"));
+        if (msg)
+            return msg;
+    }
+    return NULL;
+}
+
+/* Tells notify-command the outcome, with the check document on stdin. */
+static void
+notify(const pd_config *cfg, int rc, json_t *doc, size_t n_problems)
+{
+    pd_notify_event ev = {"check", rc, NULL, NULL, NULL, doc};
+    const char *error = first_error(doc);
+    char line[PD_ERR_MSG_MAX];
+
+    snprintf(line, sizeof(line), "check of cluster %s: %s%s%s; health %s; %zu least-privilege %s",
+             pd_config_cluster(cfg), rc == 0 ? "passed" : "FAILED", error ? ": " : "",
+             error ? error : "",
+             json_string_value(json_object_get(json_object_get(doc, "health"), "state")),
+             n_problems, n_problems == 1 ? "finding" : "findings");
+    ev.message = line;
+    pd_notify(cfg, &ev);
+}
+
 int
 pd_cmd_check(const pd_cmd_args *args)
 {
     pd_err err = PD_ERR_INIT;
     pd_config *cfg = NULL;
     char pg_line[512], repo_line[512], archive_line[512] = "";
-    json_t *doc = NULL, *pg, *repo, *archive = NULL;
+    json_t *doc = NULL, *pg, *repo, *archive = NULL, *health, *status = NULL;
+    json_t *findings = json_array();
     const char *repo_path;
+    pd_health_state state;
     int exit_code = PD_EXIT_OK;
     int rc;
 
-    if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
+    if (pd_cmd_flag(args, "nagios") && (pd_cmd_flag(args, "json") || pd_cmd_flag(args, "strict"))) {
+        json_decref(findings);
+        pd_err_set(&err, PD_EUSAGE, "--nagios goes alone, without --json or --strict");
+        pd_err_hint(&err, "see \"pgdrill check --help\"");
+        return pd_cmd_fail(&err);
+    }
+    if (pd_cmd_flag(args, "nagios")) {
+        json_decref(findings);
+        return check_nagios(args);
+    }
+    if ((rc = pd_cmd_load_config(&cfg, args)) != 0) {
+        json_decref(findings);
         return rc;
+    }
     repo_path = pd_config_get(cfg, "repo");
-    pg = check_postgresql(cfg, pg_line, sizeof(pg_line));
+    pd_pg *conn = NULL;
+    pg = check_postgresql(cfg, &conn, pg_line, sizeof(pg_line));
     if (strncmp(repo_path, "s3://", 5) == 0)
         repo = check_s3(cfg, repo_path, repo_line, sizeof(repo_line), &exit_code);
     else
@@ -272,27 +439,63 @@ pd_cmd_check(const pd_cmd_args *args)
         archive = check_archive(cfg, archive_line, sizeof(archive_line), &exit_code);
         ok = json_is_true(json_object_get(archive, "ok"));
     }
+    // Health and the least-privilege checklist only when the repository opened.
+    if (json_is_true(json_object_get(repo, "ok"))) {
+        health = check_health(cfg, conn, json_string_value(json_object_get(pg, "error")), &status,
+                              &state);
+    } else {
+        state = PD_HEALTH_UNKNOWN;
+        health = json_pack("{s:s, s:[]}", "state", "UNKNOWN", "items");
+    }
+    const char *enc = json_string_value(json_object_get(status, "encryption"));
+    pd_audit_run(findings, cfg, conn, enc ? strcmp(enc, "none") != 0 : -1);
+    size_t n_problems = 0, i;
+    json_t *f;
+    json_array_foreach(findings, i, f)
+    {
+        if (strcmp(json_string_value(json_object_get(f, "severity")), "info") != 0)
+            n_problems++;
+    }
+    bool strict_failed = pd_cmd_flag(args, "strict") && (state != PD_HEALTH_OK || n_problems > 0);
 
+    doc = json_object();
+    json_object_set_new(doc, "cluster", json_string(pd_config_cluster(cfg)));
+    json_object_set_new(doc, "ok", json_boolean(ok && !strict_failed));
+    json_object_set_new(doc, "postgresql", pg);
+    json_object_set_new(doc, "repository", repo);
+    json_object_set_new(doc, "archiving", archive ? archive : json_null());
+    json_object_set_new(doc, "health", health);
+    json_object_set_new(doc, "findings", findings);
+    json_object_set_new(doc, "status", status ? status : json_null());
     if (pd_cmd_flag(args, "json")) {
-        doc = json_object();
-        json_object_set_new(doc, "cluster", json_string(pd_config_cluster(cfg)));
-        json_object_set_new(doc, "ok", json_boolean(ok));
-        json_object_set_new(doc, "postgresql", pg);
-        json_object_set_new(doc, "repository", repo);
-        json_object_set_new(doc, "archiving", archive ? archive : json_null());
         if (pd_json_print(stdout, doc, &err) < 0)
             ok = (pd_cmd_fail(&err), false);
-        json_decref(doc);
     } else {
         printf("cluster %s\n  %s\n  %s\n", pd_config_cluster(cfg), pg_line, repo_line);
         if (archive_line[0])
             printf("  %s\n", archive_line);
-        json_decref(pg);
-        json_decref(repo);
-        json_decref(archive);
+        json_t *it;
+        printf("  health: %s\n", json_string_value(json_object_get(health, "state")));
+        json_array_foreach(json_object_get(health, "items"), i, it)
+        {
+            printf("    %-10s %-8s %s\n", json_string_value(json_object_get(it, "name")),
+                   json_string_value(json_object_get(it, "state")),
+                   json_string_value(json_object_get(it, "message")));
+        }
+        printf("  least privilege:%s\n", json_array_size(findings) ? "" : " nothing to report");
+        json_array_foreach(findings, i, it)
+        {
+            printf("    %-8s %s\n", json_string_value(json_object_get(it, "severity")),
+                   json_string_value(json_object_get(it, "message")));
+        }
     }
-    pd_config_free(cfg);
+    pd_pg_free(conn);
     if (!ok && exit_code == PD_EXIT_OK)
         exit_code = PD_EXIT_FAIL;
+    if (strict_failed && exit_code == PD_EXIT_OK)
+        exit_code = PD_EXIT_FAIL;
+    notify(cfg, exit_code, doc, n_problems);
+    json_decref(doc);
+    pd_config_free(cfg);
     return exit_code;
 }

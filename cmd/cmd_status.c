@@ -23,6 +23,44 @@ age(char *buf, size_t size, json_t *seconds)
         pd_fmt_duration(buf, size, (double)json_integer_value(seconds));
 }
 
+/* "12.3 GiB" or "unknown" for a size that may be null. */
+static const char *
+size_or(char *buf, size_t size, json_t *v, const char *none)
+{
+    if (!json_is_number(v))
+        return none;
+    return pd_fmt_size(buf, size, (uint64_t)json_number_value(v));
+}
+
+static void
+print_capacity(json_t *st)
+{
+    json_t *cap = json_object_get(st, "capacity"), *wal = json_object_get(st, "wal");
+    json_t *db = json_object_get(st, "database");
+    char s1[PD_FMT_BUF], s2[PD_FMT_BUF], s3[PD_FMT_BUF];
+
+    if (json_is_integer(json_object_get(wal, "lag_bytes")))
+        printf("  WAL lag:      %s written by the server after the newest archived segment\n",
+               size_or(s1, sizeof(s1), json_object_get(wal, "lag_bytes"), ""));
+    else
+        printf("  WAL lag:      unknown in bytes: %s%s%s\n", str(wal, "lag_unknown", "?"),
+               json_is_string(json_object_get(db, "error")) ? ": " : "", str(db, "error", ""));
+    printf("  free space:   repository %s, drill-dir %s (%s)\n",
+           size_or(s1, sizeof(s1), json_object_get(cap, "repository_free_bytes"), "unknown (S3)"),
+           size_or(s2, sizeof(s2), json_object_get(cap, "drill_dir_free_bytes"), "unknown"),
+           str(cap, "drill_dir", "?"));
+    json_t *bg = json_object_get(cap, "backup_growth_bytes_per_day");
+    json_t *wg = json_object_get(cap, "wal_bytes_per_day");
+    printf("  growth:       backups %s%s, WAL %s%s\n", size_or(s1, sizeof(s1), bg, "unknown"),
+           json_is_number(bg) ? "/day" : "", size_or(s3, sizeof(s3), wg, "unknown"),
+           json_is_number(wg) ? "/day" : "");
+    if (json_is_number(json_object_get(cap, "repository_full_days")))
+        printf("  forecast:     repository full in %.1f days\n",
+               json_number_value(json_object_get(cap, "repository_full_days")));
+    else
+        printf("  forecast:     unknown: %s\n", str(cap, "forecast_unknown", "?"));
+}
+
 static void
 print_human(json_t *st)
 {
@@ -71,6 +109,7 @@ print_human(json_t *st)
            pd_fmt_size(s1, sizeof(s1),
                        (uint64_t)json_integer_value(json_object_get(st, "repository_size_bytes"))),
            (long long)json_integer_value(json_object_get(st, "repository_objects")));
+    print_capacity(st);
 }
 
 int
@@ -91,6 +130,7 @@ pd_cmd_status(const pd_cmd_args *args)
         rc = pd_cmd_fail(&err);
         goto cleanup;
     }
+    pd_status_add_server(st, cfg, NULL, NULL);
     if (pd_cmd_flag(args, "json")) {
         if (pd_json_print(stdout, st, &err) < 0)
             rc = pd_cmd_fail(&err);

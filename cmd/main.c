@@ -155,7 +155,11 @@ static const pd_cmd_def commands[] = {
      pd_cmd_status,
      "status [--json|--prometheus]",
      "health from the repository: backup age, archive lag, last drill",
-     "Reports the last backup's age, WAL archive lag, the last drill and the repository size.",
+     "Reports the last backup's age, WAL archive lag, the last drill, the repository size and\n"
+     "capacity: free space of a local repository and of drill-dir, the stored bytes backups and\n"
+     "WAL add per day, and the days until the repository is full at that rate. Works from the\n"
+     "repository alone; when the database is reachable it adds the WAL archive lag in bytes\n"
+     "(else that value is absent and the output says why).",
      "pgdrill --cluster main status --prometheus > /var/lib/node_exporter/pgdrill.prom",
      0,
      0,
@@ -163,14 +167,25 @@ static const pd_cmd_def commands[] = {
       {"prometheus", NULL, "Prometheus text exposition format"}}},
     {"check",
      pd_cmd_check,
-     "check [--json]",
-     "check the configuration, the PostgreSQL connection and the repository",
-     "Loads the configuration, connects to PostgreSQL and reports its version, and checks\n"
-     "that the repository (directory or S3 endpoint) is reachable.",
-     "pgdrill --cluster main check --json",
+     "check [--json] [--strict] | check --nagios",
+     "check configuration, connection, repository, archiving, health, least privilege",
+     "Loads the configuration, connects to PostgreSQL and reports its version, checks that\n"
+     "the repository (directory or S3 endpoint) is reachable and that a forced WAL switch\n"
+     "reaches it; then evaluates health against alert-backup-age, alert-archive-lag,\n"
+     "alert-drill-age and alert-repository-days (OK, WARNING, CRITICAL) and lists\n"
+     "least-privilege findings (critical, warning, info: role attributes, memberships and\n"
+     "write grants, pg_hba.conf trust for replication, file modes, encryption), each naming\n"
+     "the fix. Health states and findings do not change the exit code unless --strict.\n"
+     "--nagios is a Nagios plugin: no WAL switch, one line \"PGDRILL STATE - ...\" with\n"
+     "perfdata ('label'=value[UOM];warn;crit;min;max, ages in s, sizes in B) and the\n"
+     "plugin exit codes 0 OK, 1 WARNING, 2 CRITICAL (also: database or repository down),\n"
+     "3 UNKNOWN (pgdrill cannot evaluate: a configuration error).",
+     "pgdrill --cluster main check --nagios",
      0,
      0,
-     {{"json", NULL, "one JSON document on stdout"}}},
+     {{"json", NULL, "one JSON document on stdout (health items and findings included)"},
+      {"strict", NULL, "exit 1 when a health state is not OK or a finding is a warning or worse"},
+      {"nagios", NULL, "Nagios plugin output and exit codes (0 OK ... 3 UNKNOWN)"}}},
 };
 
 const pd_cmd_def *

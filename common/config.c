@@ -44,6 +44,8 @@ typedef enum key_type {
     KT_ENUM,
     KT_INT,
     KT_BOOL,
+    KT_AGE_LIMITS,  /* WARN[,CRIT] durations, a larger value is worse; or "off" */
+    KT_DAYS_LIMITS, /* WARN[,CRIT] days, a smaller value is worse; or "off" */
 } key_type;
 
 typedef struct key_def {
@@ -70,6 +72,7 @@ static const char *const log_level_choices[] = {"error", "warn", "warning", "inf
 #define ENUM_KEY(name, def, choices, help) name, KT_ENUM, def, choices, 0, 0, false, false, help
 #define INT_KEY(name, def, min, max, help) name, KT_INT, def, NULL, min, max, false, false, help
 #define BOOL_KEY(name, def, help)          name, KT_BOOL, def, NULL, 0, 0, false, false, help
+#define LIMITS_KEY(name, type, def, help)  name, type, def, NULL, 0, 0, false, false, help
 
 /*
  * The one table of configuration keys (DESIGN.md, "Command line"). The help
@@ -121,6 +124,14 @@ static const key_def keys[] = {
     {ENUM_KEY("notify-on", "always", notify_on_choices, "always or failure")},
     {INT_KEY("notify-timeout", "60", 1, 3600, "seconds notify-command may run, 1 to 3600")},
     {ENUM_KEY("log-level", "info", log_level_choices, "error, warn, info or debug")},
+    {LIMITS_KEY("alert-backup-age", KT_AGE_LIMITS, "26h,50h",
+                "age of the newest complete backup that warns[,is critical]")},
+    {LIMITS_KEY("alert-archive-lag", KT_AGE_LIMITS, "1h,4h",
+                "age of the newest archived WAL file that warns[,is critical]")},
+    {LIMITS_KEY("alert-drill-age", KT_AGE_LIMITS, "8d,15d",
+                "age of the newest drill that warns[,is critical]")},
+    {LIMITS_KEY("alert-repository-days", KT_DAYS_LIMITS, "7,3",
+                "days until the repository is full that warn[,are critical]")},
 };
 
 #define N_KEYS PD_ARRAY_LEN(keys)
@@ -320,6 +331,19 @@ check_value(size_t k, const char *value, long *num, const char *where, pd_err *e
         return pd_err_set(err, PD_ECONFIG,
                           "%s: bad value \"%s\" for key \"%s\": expected yes or no", where, value,
                           key->name);
+    case KT_AGE_LIMITS:
+    case KT_DAYS_LIMITS: {
+        long warn, crit;
+        bool days = key->type == KT_DAYS_LIMITS;
+        if (pd_config_parse_limits(value, days, &warn, &crit))
+            return 0;
+        return pd_err_set(err, PD_ECONFIG,
+                          "%s: bad value \"%s\" for key \"%s\": expected %s, or off", where, value,
+                          key->name,
+                          days ? "WARN[,CRIT] days with CRIT at most WARN, e.g. 7,3"
+                               : "WARN[,CRIT] durations (s, m, h or d) with CRIT at least WARN, "
+                                 "e.g. 26h,50h");
+    }
     }
     pd_assert_fail("key type is known", __FILE__, __LINE__);
 }
@@ -938,6 +962,66 @@ pd_config_get_bool(const pd_config *cfg, const char *key)
     PD_ASSERT(cfg != NULL);
     PD_ASSERT(keys[k].type == KT_BOOL);
     return cfg->settings[k].num != 0;
+}
+
+/* One duration: digits and an optional unit s, m, h or d (seconds without one). */
+static bool
+parse_duration(const char *s, size_t len, bool days, long *out)
+{
+    char buf[32];
+    long mult = 1;
+
+    if (len == 0 || len >= sizeof(buf))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    if (!days && strchr("smhd", buf[len - 1]) != NULL) {
+        mult = buf[len - 1] == 's'   ? 1
+               : buf[len - 1] == 'm' ? 60
+               : buf[len - 1] == 'h' ? 3600
+                                     : 86400;
+        buf[--len] = '\0';
+    }
+    if (!parse_long(buf, out) || *out < 0 || *out > 36500L * 86400 / mult)
+        return false;
+    *out *= mult;
+    return true;
+}
+
+bool
+pd_config_parse_limits(const char *s, bool days, long *warn, long *crit)
+{
+    const char *comma = strchr(s, ',');
+
+    *warn = *crit = -1;
+    if (strcmp(s, "off") == 0)
+        return true;
+    if (!parse_duration(s, comma ? (size_t)(comma - s) : strlen(s), days, warn))
+        return false;
+    if (comma && !parse_duration(comma + 1, strlen(comma + 1), days, crit)) {
+        *warn = *crit = -1;
+        return false;
+    }
+    // The critical level lies beyond the warning level in the direction that is worse.
+    if (*crit >= 0 && (days ? *crit > *warn : *crit < *warn)) {
+        *warn = *crit = -1;
+        return false;
+    }
+    return true;
+}
+
+void
+pd_config_get_limits(const pd_config *cfg, const char *key, long *warn, long *crit)
+{
+    size_t k = key_index(key);
+    const char *v;
+    bool ok;
+
+    PD_ASSERT(cfg != NULL);
+    PD_ASSERT(keys[k].type == KT_AGE_LIMITS || keys[k].type == KT_DAYS_LIMITS);
+    v = cfg->settings[k].value != NULL ? cfg->settings[k].value : keys[k].def;
+    ok = pd_config_parse_limits(v, keys[k].type == KT_DAYS_LIMITS, warn, crit);
+    PD_ASSERT(ok); // validated at load
 }
 
 size_t

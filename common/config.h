@@ -89,6 +89,22 @@ long pd_config_get_int(const pd_config *cfg, const char *key);
 /* Yes/no keys (s3-verify-tls); yes/no, true/false, on/off, 1/0 in any case. */
 bool pd_config_get_bool(const pd_config *cfg, const char *key);
 /*
+ * Alert thresholds (alert-backup-age, alert-archive-lag, alert-drill-age:
+ * seconds, a larger value is worse; alert-repository-days: days, a smaller
+ * value is worse). *warn and *crit are -1 when not set ("off", or no CRIT).
+ */
+void pd_config_get_limits(const pd_config *cfg, const char *key, long *warn, long *crit);
+
+/*
+ * Parses "WARN[,CRIT]" or "off". Durations (days false) are digits with an
+ * optional unit s, m, h or d (seconds without one) and CRIT must be at least
+ * WARN; days (days true) are plain digits and CRIT must be at most WARN.
+ * Values are at most 36500 days. Sets *warn and *crit (-1: not set); false
+ * when s is malformed. Pure; exposed for tests.
+ */
+bool pd_config_parse_limits(const char *s, bool days, long *warn, long *crit);
+
+/*
  * Repeatable keys (drill-check): every value from [global] and the cluster's
  * section in file order, then the overrides. Returns the count; *out is NULL
  * when it is 0.

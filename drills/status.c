@@ -1,11 +1,17 @@
 /* Cluster health from the repository (see status.h). */
 #include "drills/status.h"
 
+#include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "common/json.h"
+#include "common/log.h"
 #include "common/mem.h"
+#include "common/pg.h"
+#include "drills/health.h"
 #include "drills/report.h"
 #include "restore/catalog.h"
 #include "restore/target.h"
@@ -20,6 +26,7 @@ typedef struct scan {
     char newest[25];
     int64_t newest_mtime;
     uint64_t wal_files;
+    pd_health_rate wal_rate; /* every object under wal/ */
 } scan;
 
 static int
@@ -31,6 +38,7 @@ on_object(void *payload, const pd_storage_entry *e, pd_err *err)
     s->bytes += e->size;
     s->objects++;
     if (strncmp(e->path, s->wal_prefix, s->wal_prefix_len) == 0) {
+        pd_health_rate_add(&s->wal_rate, e->mtime, e->size);
         const char *name = strrchr(e->path, '/') + 1;
         if (strlen(name) == 24 && strspn(name, "0123456789ABCDEF") == 24) {
             s->wal_files++;
@@ -55,6 +63,74 @@ epoch_of(json_t *rfc3339)
         pd_target_parse_time(&secs, &usecs, &zone, json_string_value(rfc3339), &ignore) < 0)
         return json_null();
     return json_integer(secs);
+}
+
+/* Free bytes for an unprivileged writer at path, or -1 (logged at debug level). */
+static int64_t
+free_bytes(const char *path)
+{
+    struct statvfs vfs;
+
+    if (statvfs(path, &vfs) < 0) {
+        pd_log_debug("could not measure free space in \"%s\": %m", path);
+        return -1;
+    }
+    return (int64_t)((uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize);
+}
+
+static json_t *
+rate_json(const pd_health_rate *r)
+{
+    double v;
+
+    return pd_health_rate_per_day(r, &v) ? json_real(v) : json_null();
+}
+
+/*
+ * The capacity section: free space of the repository and of drill-dir, the
+ * rates at which backups and WAL arrive, and the forecast: free bytes
+ * divided by the sum of both rates (README, "Capacity"). A value that is not
+ * known is null and "forecast_unknown" says why.
+ */
+static json_t *
+capacity(const pd_config *cfg, pd_storage *storage, const pd_health_rate *backups,
+         const pd_health_rate *wal)
+{
+    json_t *c = json_object();
+    pd_err ignore = PD_ERR_INIT;
+    uint64_t repo_free = 0;
+    bool repo_free_known = pd_storage_free_space(storage, &repo_free, &ignore) == 0;
+    const char *drill_dir = pd_config_get(cfg, "drill-dir");
+    double b_rate = 0, w_rate = 0;
+    bool b_known = pd_health_rate_per_day(backups, &b_rate);
+    bool w_known = pd_health_rate_per_day(wal, &w_rate);
+    const char *unknown = NULL;
+
+    if (drill_dir == NULL)
+        drill_dir = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
+    json_object_set_new(c, "repository_free_bytes",
+                        repo_free_known ? json_integer((json_int_t)repo_free) : json_null());
+    json_object_set_new(c, "drill_dir", json_string(drill_dir));
+    int64_t dfree = free_bytes(drill_dir);
+    json_object_set_new(c, "drill_dir_free_bytes", dfree >= 0 ? json_integer(dfree) : json_null());
+    json_object_set_new(c, "backup_growth_bytes_per_day", rate_json(backups));
+    json_object_set_new(c, "wal_bytes_per_day", rate_json(wal));
+    // An archive without any WAL adds nothing; with one file its rate is not known yet.
+    if (!repo_free_known)
+        unknown = "the repository's free space is not known (S3 has no such notion)";
+    else if (!b_known)
+        unknown = "fewer than two complete backups at different times";
+    else if (!w_known && wal->n > 0)
+        unknown = "fewer than two archived WAL files at different times";
+    else if (b_rate + w_rate <= 0)
+        unknown = "the repository is not growing";
+    json_object_set_new(c, "growth_bytes_per_day",
+                        b_known && (w_known || wal->n == 0) ? json_real(b_rate + w_rate)
+                                                            : json_null());
+    json_object_set_new(c, "repository_full_days",
+                        unknown ? json_null() : json_real((double)repo_free / (b_rate + w_rate)));
+    json_object_set_new(c, "forecast_unknown", unknown ? json_string(unknown) : json_null());
+    return c;
 }
 
 int
@@ -88,6 +164,9 @@ pd_status_collect(json_t **out, const pd_config *cfg, pd_err *err)
 
     json_object_set_new(st, "cluster", json_string(pd_config_cluster(cfg)));
     json_object_set_new(st, "time", pd_json_time(now));
+    json_object_set_new(st, "timestamp", json_integer(now));
+    json_object_set_new(st, "encryption",
+                        json_string(pd_repo_cipher(r) == PD_CIPHER_NONE ? "none" : "aes-256-gcm"));
     json_t *last = NULL;
     for (size_t i = 0; i < n; i++) {
         if (e[i].complete) {
@@ -152,6 +231,16 @@ pd_status_collect(json_t **out, const pd_config *cfg, pd_err *err)
         json_object_set_new(st, "last_drill", json_null());
     }
     json_object_set_new(st, "drills", json_integer((json_int_t)json_array_size(reports)));
+    pd_health_rate backup_rate = PD_HEALTH_RATE_INIT;
+    for (size_t i = 0; i < n; i++) {
+        json_t *stop = e[i].complete ? epoch_of(json_object_get(e[i].manifest, "stop_time")) : NULL;
+        if (json_is_integer(stop))
+            pd_health_rate_add(&backup_rate, json_integer_value(stop), e[i].stored_size);
+        json_decref(stop);
+    }
+    json_object_set_new(wj, "bytes", json_integer((json_int_t)s.wal_rate.bytes));
+    json_object_set_new(st, "capacity",
+                        capacity(cfg, pd_repo_storage(r), &backup_rate, &s.wal_rate));
     json_object_set_new(st, "repository_size_bytes", json_integer((json_int_t)s.bytes));
     json_object_set_new(st, "repository_objects", json_integer((json_int_t)s.objects));
     *out = st;
@@ -164,6 +253,82 @@ cleanup:
     pd_catalog_free(e, n);
     pd_repo_free(r);
     return rc;
+}
+
+/* The end LSN of a WAL segment named TTTTTTTTXXXXXXXXYYYYYYYY; false when the name is not one. */
+static bool
+segment_end(const char *name, uint64_t segsize, uint64_t *end)
+{
+    char log[9], seg[9];
+
+    if (name == NULL || strlen(name) != 24 || segsize == 0 || segsize > 0x100000000ULL)
+        return false;
+    memcpy(log, name + 8, 8);
+    memcpy(seg, name + 16, 8);
+    log[8] = seg[8] = '\0';
+    uint64_t segno = strtoull(log, NULL, 16) * (0x100000000ULL / segsize) + strtoull(seg, NULL, 16);
+    *end = (segno + 1) * segsize;
+    return true;
+}
+
+void
+pd_status_add_server(json_t *st, const pd_config *cfg, pd_pg *pg_in, const char *unreachable)
+{
+    pd_pg_opts opts = PD_PG_OPTS_INIT;
+    pd_err err = PD_ERR_INIT;
+    json_t *db = json_object(), *wal = json_object_get(st, "wal");
+    PGresult *res = NULL;
+    pd_pg *own = NULL, *pg = pg_in;
+    const char *unknown = NULL;
+    char clean[PD_ERR_MSG_MAX + 64];
+
+    json_object_set_new(st, "database", db);
+    if (pg == NULL && unreachable != NULL) {
+        pd_err_set(&err, PD_EPG, "%s", unreachable);
+        goto failed;
+    }
+    if (pg == NULL) {
+        pd_pg_opts_from_config(&opts, cfg);
+        opts.connect_timeout = 5;
+        if (pd_pg_connect(&own, &opts, &err) < 0)
+            goto failed;
+        pg = own;
+    }
+    if (pd_pg_query(pg, &res,
+                    "SELECT pg_is_in_recovery(), current_setting('archive_mode'), "
+                    "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), "
+                    "CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END",
+                    0, NULL, &err) < 0)
+        goto failed;
+    json_object_set_new(db, "reachable", json_true());
+    json_object_set_new(db, "error", json_null());
+    json_object_set_new(db, "archive_mode", json_string(PQgetvalue(res, 0, 1)));
+    uint64_t segsize = strtoull(PQgetvalue(res, 0, 2), NULL, 10), lsn = 0, end = 0;
+    json_object_set_new(wal, "segment_size", json_integer((json_int_t)segsize));
+    if (PQgetisnull(res, 0, 3)) {
+        unknown = "the server is a standby";
+    } else if (pd_target_parse_lsn(&lsn, PQgetvalue(res, 0, 3), &err) < 0) {
+        unknown = "the server's WAL position did not parse";
+    } else {
+        json_object_set_new(db, "current_lsn", json_string(PQgetvalue(res, 0, 3)));
+        if (!segment_end(json_string_value(json_object_get(wal, "last_archived")), segsize, &end))
+            unknown = "no WAL file is archived";
+    }
+    json_object_set_new(wal, "lag_bytes",
+                        unknown ? json_null()
+                                : json_integer(lsn > end ? (json_int_t)(lsn - end) : 0));
+    json_object_set_new(wal, "lag_unknown", unknown ? json_string(unknown) : json_null());
+    goto cleanup;
+failed:
+    pd_log_debug("status without the database: %s", err.msg);
+    json_object_set_new(db, "reachable", json_false());
+    json_object_set_new(db, "error", json_string(pd_redact(err.msg, clean, sizeof(clean))));
+    json_object_set_new(wal, "segment_size", json_null());
+    json_object_set_new(wal, "lag_bytes", json_null());
+    json_object_set_new(wal, "lag_unknown", json_string("the database is not reachable"));
+cleanup:
+    PQclear(res);
+    pd_pg_free(own);
 }
 
 /* A label value in the exposition format: backslash, quote and newline escaped. */
@@ -228,6 +393,24 @@ pd_status_prometheus(FILE *f, json_t *st)
            json_object_get(ld, "rto_seconds"));
     metric(f, "pgdrill_repository_size_bytes", "Bytes stored for the cluster.", cluster,
            json_object_get(st, "repository_size_bytes"));
+    json_t *cap = json_object_get(st, "capacity");
+    metric(f, "pgdrill_wal_archive_lag_bytes",
+           "WAL the server wrote after the newest archived segment (when it was reachable).",
+           cluster, json_object_get(wal, "lag_bytes"));
+    metric(f, "pgdrill_repository_free_bytes", "Free bytes in a local repository's file system.",
+           cluster, json_object_get(cap, "repository_free_bytes"));
+    metric(f, "pgdrill_drill_dir_free_bytes", "Free bytes in drill-dir's file system.", cluster,
+           json_object_get(cap, "drill_dir_free_bytes"));
+    metric(f, "pgdrill_backup_growth_bytes_per_day",
+           "Stored bytes complete backups add per day over the kept history.", cluster,
+           json_object_get(cap, "backup_growth_bytes_per_day"));
+    metric(f, "pgdrill_wal_bytes_per_day",
+           "Stored bytes of WAL archived per day over the kept "
+           "history.",
+           cluster, json_object_get(cap, "wal_bytes_per_day"));
+    metric(f, "pgdrill_repository_full_days",
+           "Days until the repository is full at the current growth.", cluster,
+           json_object_get(cap, "repository_full_days"));
     json_decref(success);
     json_decref(gap);
 }

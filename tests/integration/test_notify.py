@@ -141,3 +141,38 @@ def test_hanging_notifier_is_killed_at_notify_timeout(pg, workdir):
     with open(pidfile) as f:
         pid = int(f.read())
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_expire_and_check_reach_the_notifier(pg, workdir):
+    cfg, calls = make_repo(workdir, pg, **{"retention-full": "1"})
+    for _ in range(2):
+        proc = run_pgdrill("backup", "--json", config=cfg)
+        assert proc.returncode == 0, describe(proc)
+    newest = json.loads(proc.stdout)["id"]
+    proc = run_pgdrill("expire", config=cfg)
+    assert proc.returncode == 0, describe(proc)
+    call = recorded(calls)[-1]
+    assert call["env"]["PGDRILL_EVENT"] == "expire"
+    assert call["env"]["PGDRILL_RESULT"] == "success"
+    assert call["env"]["PGDRILL_MESSAGE"].startswith("expire removed 1 backups"), call
+    plan = json.loads(call["stdin"])
+    assert [b["id"] for b in plan["backups"] if b["action"] == "keep"] == [newest]
+
+    proc = run_pgdrill("check", config=cfg)
+    call = recorded(calls)[-1]
+    assert call["env"]["PGDRILL_EVENT"] == "check"
+    assert call["env"]["PGDRILL_EXIT_CODE"] == str(proc.returncode), describe(proc)
+    assert json.loads(call["stdin"])["cluster"] == "main"
+    pg.stop()
+    proc = run_pgdrill("check", config=cfg)
+    assert proc.returncode == 1, describe(proc)
+    call = recorded(calls)[-1]
+    assert call["env"]["PGDRILL_RESULT"] == "failure"
+    assert "FAILED" in call["env"]["PGDRILL_MESSAGE"], call
+    assert json.loads(call["stdin"])["postgresql"]["ok"] is False
+    # check --nagios is polled every few minutes by a monitoring system that
+    # notifies on its own: it does not run notify-command.
+    n = len(recorded(calls))
+    proc = run_pgdrill("check", "--nagios", config=cfg)
+    assert proc.returncode == 2, describe(proc)
+    assert len(recorded(calls)) == n

@@ -864,6 +864,68 @@ test_config_error_in_other_cluster(void **state)
     expect_file_error("[a]\nrepo = /r\n[b]\npg-port = none\n", "a", 4, "pg-port", NULL);
 }
 
+/* Alert thresholds: "WARN[,CRIT]" durations or days, "off", defaults. */
+static void
+test_config_alert_limits(void **state)
+{
+    pd_err err = PD_ERR_INIT;
+    pd_config *cfg = NULL;
+    long warn, crit;
+
+    (void)state;
+    assert_true(pd_config_parse_limits("26h,50h", false, &warn, &crit));
+    assert_int_equal(warn, 26 * 3600);
+    assert_int_equal(crit, 50 * 3600);
+    assert_true(pd_config_parse_limits("90", false, &warn, &crit));
+    assert_int_equal(warn, 90);
+    assert_int_equal(crit, -1);
+    assert_true(pd_config_parse_limits("15m,8d", false, &warn, &crit));
+    assert_int_equal(warn, 900);
+    assert_int_equal(crit, 8 * 86400);
+    assert_true(pd_config_parse_limits("30s,30s", false, &warn, &crit));
+    assert_int_equal(crit, 30);
+    assert_true(pd_config_parse_limits("off", false, &warn, &crit));
+    assert_int_equal(warn, -1);
+    assert_int_equal(crit, -1);
+    assert_true(pd_config_parse_limits("14,3", true, &warn, &crit));
+    assert_int_equal(warn, 14);
+    assert_int_equal(crit, 3);
+    // Critical must be worse than warning: later for ages, sooner for days.
+    assert_false(pd_config_parse_limits("50h,26h", false, &warn, &crit));
+    assert_int_equal(warn, -1);
+    assert_false(pd_config_parse_limits("3,14", true, &warn, &crit));
+    // Units are for durations only; no signs, blanks, empty parts or other units.
+    assert_false(pd_config_parse_limits("7d,3d", true, &warn, &crit));
+    assert_false(pd_config_parse_limits("-1h", false, &warn, &crit));
+    assert_false(pd_config_parse_limits("1h,", false, &warn, &crit));
+    assert_false(pd_config_parse_limits(",1h", false, &warn, &crit));
+    assert_false(pd_config_parse_limits("1w", false, &warn, &crit));
+    assert_false(pd_config_parse_limits("1h, 2h", false, &warn, &crit));
+    assert_false(pd_config_parse_limits("1h,2h,3h", false, &warn, &crit));
+    assert_false(pd_config_parse_limits("h", false, &warn, &crit));
+    assert_false(pd_config_parse_limits("99999999999999999999d", false, &warn, &crit));
+
+    assert_int_equal(
+        load(&cfg, write_conf("[main]\nrepo = /r\nalert-drill-age = 2d\n"), NULL, NULL, 0, &err),
+        0);
+    pd_config_get_limits(cfg, "alert-drill-age", &warn, &crit);
+    assert_int_equal(warn, 2 * 86400);
+    assert_int_equal(crit, -1);
+    pd_config_get_limits(cfg, "alert-backup-age", &warn, &crit);
+    assert_int_equal(warn, 26 * 3600);
+    assert_int_equal(crit, 50 * 3600);
+    pd_config_get_limits(cfg, "alert-repository-days", &warn, &crit);
+    assert_int_equal(warn, 7);
+    assert_int_equal(crit, 3);
+    pd_config_free(cfg);
+    cfg = NULL;
+
+    int rc = load(&cfg, write_conf("[main]\nrepo = /r\n\nalert-backup-age = 2h,1h\n"), NULL, NULL,
+                  0, &err);
+    assert_config_error(rc, cfg, &err, NULL, 4, "alert-backup-age");
+    assert_contains(err.msg, "CRIT at least WARN");
+}
+
 int
 main(void)
 {
@@ -901,6 +963,7 @@ main(void)
         cmocka_unit_test(test_config_bad_override_value),
         cmocka_unit_test(test_config_unknown_override_key),
         cmocka_unit_test(test_config_error_in_other_cluster),
+        cmocka_unit_test(test_config_alert_limits),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
