@@ -430,7 +430,7 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
     size_t n = 0, removed = 0;
     uint64_t freed = 0;
     double t0 = pd_time_mono();
-    int lock = -1, rc;
+    int lock = -1, read_lock = -1, rc;
 
     *report = NULL;
     memset(&wp, 0, sizeof(wp));
@@ -449,6 +449,10 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
         goto cleanup;
     if (!opts->dry_run && (rc = lock = pd_repo_lock(cfg, err)) < 0)
         goto cleanup;
+    if (!opts->dry_run && (read_lock = pd_repo_read_lock(cfg, true, err)) < 0) {
+        rc = err->code;
+        goto cleanup;
+    }
     prefix = pd_repo_path(r, "backups");
     sl.prefix_len = strlen(prefix) + 1;
     if ((rc = pd_storage_list(pd_repo_storage(r), prefix, on_backup_object, &sl, err)) < 0)
@@ -588,6 +592,8 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
     }
     rc = 0;
 cleanup:
+    if (read_lock >= 0)
+        close(read_lock);
     if (lock >= 0)
         close(lock);
     wal_plan_free(&wp);

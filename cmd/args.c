@@ -8,6 +8,7 @@
 
 #include "cmd/cmd.h"
 #include "common/log.h"
+#include "storage/repo.h"
 
 const char pd_cmd_exit_codes_help[] =
     "Exit codes:\n"
@@ -195,6 +196,19 @@ pd_cmd_load_config(pd_config **out, const pd_cmd_args *args)
     if (pd_cmd_load_config_err(out, args, &err) < 0)
         return pd_cmd_fail(&err);
     return 0;
+}
+
+int
+pd_cmd_read_lock(const pd_config *cfg)
+{
+    pd_err err = PD_ERR_INIT;
+    int fd = pd_repo_read_lock(cfg, false, &err);
+
+    // Reading goes on without it (a missing repository gets its own error
+    // from the command); only an expire running beside it is unprotected.
+    if (fd < 0)
+        pd_log_debug("reading without the readers' lock: %s", err.msg);
+    return fd;
 }
 
 void

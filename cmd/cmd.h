@@ -81,6 +81,13 @@ int pd_cmd_load_config(pd_config **out, const pd_cmd_args *args);
 /* The same without logging: the error is left in err (for check --nagios). */
 PD_MUST_CHECK int pd_cmd_load_config_err(pd_config **out, const pd_cmd_args *args, pd_err *err);
 
+/*
+ * Takes the cluster's readers' lock (pd_repo_read_lock, shared) for a
+ * command that reads backups, so expire waits; returns the fd to close, or
+ * -1 when it could not be taken (logged at debug level; the command goes on).
+ */
+int pd_cmd_read_lock(const pd_config *cfg);
+
 /* Logs err and returns its exit status. */
 int pd_cmd_fail(const pd_err *err);
 

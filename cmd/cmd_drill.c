@@ -120,7 +120,7 @@ pd_cmd_drill(const pd_cmd_args *args)
     json_t *report = NULL;
     const char *target = pd_cmd_opt(args, "target");
     const char *file = pd_cmd_opt(args, "report-file");
-    int rc;
+    int rc, read_lock = -1;
 
     memset(&o, 0, sizeof(o));
     o.backup = pd_cmd_opt(args, "backup");
@@ -154,6 +154,7 @@ pd_cmd_drill(const pd_cmd_args *args)
     }
     if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
         return rc;
+    read_lock = pd_cmd_read_lock(cfg);
     if (pd_drill_run(&report, cfg, &o, &err) < 0) {
         rc = pd_cmd_fail(&err);
         notify(cfg, rc, NULL, &err);
@@ -189,6 +190,8 @@ pd_cmd_drill(const pd_cmd_args *args)
     }
     notify(cfg, rc, report, &err);
 cleanup:
+    if (read_lock >= 0)
+        close(read_lock);
     json_decref(report);
     pd_config_free(cfg);
     return rc;

@@ -140,6 +140,7 @@ pd_cmd_restore(const pd_cmd_args *args)
     }
     if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
         return rc;
+    int read_lock = pd_cmd_read_lock(cfg);
     char *command = restore_command(cfg);
     opts.restore_command = command;
     rc = pd_restore_physical(&m, cfg, &opts, &err);
@@ -161,6 +162,8 @@ pd_cmd_restore(const pd_cmd_args *args)
                opts.target_dir);
         json_decref(m);
     }
+    if (read_lock >= 0)
+        close(read_lock);
     pd_config_free(cfg);
     return rc;
 }

@@ -1,6 +1,7 @@
 /* pgdrill verify: read every object back and check hashes, tags and files. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd/cmd.h"
 #include "common/fmt.h"
@@ -23,12 +24,13 @@ pd_cmd_verify(const pd_cmd_args *args)
     pd_wal_index *w = NULL;
     json_t *report = json_array();
     size_t n = 0;
-    int rc, worst = PD_EXIT_OK;
+    int rc, worst = PD_EXIT_OK, read_lock = -1;
 
     if ((rc = pd_cmd_load_config(&cfg, args)) != 0) {
         json_decref(report);
         return rc;
     }
+    read_lock = pd_cmd_read_lock(cfg);
     if (pd_repo_open(&r, cfg, &err) < 0 || pd_catalog_list(&e, &n, r, &err) < 0 ||
         pd_wal_index_load(&w, r, &err) < 0) {
         worst = pd_cmd_fail(&err);
@@ -100,6 +102,8 @@ cleanup:
     pd_wal_index_free(w);
     pd_catalog_free(e, n);
     pd_repo_free(r);
+    if (read_lock >= 0)
+        close(read_lock);
     pd_config_free(cfg);
     return worst;
 }

@@ -900,6 +900,58 @@ pd_repo_lock(const pd_config *cfg, pd_err *err)
     return fd;
 }
 
+/*
+ * The readers' lock: restore, drill and verify hold it shared while they
+ * read a backup; expire takes it exclusively, so it never removes a backup
+ * under them. A lock file root creates in a local repository is given to
+ * the repository's owner, so that owner's expire can still open it.
+ */
+int
+pd_repo_read_lock(const pd_config *cfg, bool exclusive, pd_err *err)
+{
+    const char *repo = pd_config_get(cfg, "repo");
+    char *id = lock_identity(cfg);
+    char *path = repo[0] == '/' ? pd_asprintf("%s/%s/readers.lock", repo, pd_config_cluster(cfg))
+                                : s3_lock_path(id, pd_config_cluster(cfg), "-readers");
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    struct stat dir, me;
+
+    pd_free(id);
+    if (fd < 0) {
+        pd_err_sys(err, PD_EIO, "could not open lock file \"%s\"", path);
+        pd_free(path);
+        return -1;
+    }
+    if (repo[0] == '/' && geteuid() == 0 && fstat(fd, &me) == 0 && me.st_uid == 0) {
+        char *cluster_dir = pd_asprintf("%s/%s", repo, pd_config_cluster(cfg));
+        if (stat(cluster_dir, &dir) == 0 && dir.st_uid != 0 &&
+            fchown(fd, dir.st_uid, dir.st_gid) < 0)
+            pd_log_debug("could not give \"%s\" to the repository's owner", path);
+        pd_free(cluster_dir);
+    }
+    if (flock(fd, exclusive ? LOCK_EX | LOCK_NB : LOCK_SH | LOCK_NB) == 0) {
+        pd_free(path);
+        return fd;
+    }
+    if (exclusive) {
+        pd_err_set(err, PD_EFAIL,
+                   "cluster \"%s\" is being read by a restore, drill or verify; expire would "
+                   "remove backups under it",
+                   pd_config_cluster(cfg));
+        pd_err_hint(err, "run expire when it has finished (schedule expire apart from drills)");
+    } else {
+        pd_log_info("waiting for expire to finish on cluster \"%s\"", pd_config_cluster(cfg));
+        if (flock(fd, LOCK_SH) == 0) {
+            pd_free(path);
+            return fd;
+        }
+        pd_err_sys(err, PD_EIO, "could not lock \"%s\"", path);
+    }
+    close(fd);
+    pd_free(path);
+    return -1;
+}
+
 /* ---- rotation ---- */
 
 typedef struct rotate_ctx {

@@ -79,6 +79,14 @@ const char *pd_repo_system_identifier(const pd_repo *r);
  */
 int pd_repo_lock(const pd_config *cfg, pd_err *err);
 
+/*
+ * The readers' lock of the cluster (a local file, like pd_repo_lock): shared
+ * for restore, drill and verify, which wait while an expire runs; exclusive
+ * for expire, which fails at once (PD_EFAIL) while anyone reads. Returns the
+ * fd to close when done, or -1 with err set.
+ */
+int pd_repo_read_lock(const pd_config *cfg, bool exclusive, pd_err *err);
+
 /* pd_key_lookup_fn for object readers: payload is the pd_repo. */
 int pd_repo_key_lookup(void *payload, const unsigned char id[PD_KEY_ID_SIZE], const pd_secret **key,
                        pd_err *err);

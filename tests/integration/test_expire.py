@@ -29,11 +29,13 @@ import fcntl
 import itertools
 import json
 import os
+import subprocess
 import time
 
-from harness import (ExistingPostgres, HarnessError, chown_to_server_user,
+from harness import (SESSION, ExistingPostgres, HarnessError, chown_to_server_user,
                      chown_tree_to_server_user, describe, error_lines, run_pgdrill_as_server,
-                     server_binary, stderr_lines, tail, wait_for, write_config)
+                     server_binary, server_pgdrill_env, server_user_kwargs, stderr_lines, tail,
+                     wait_for, write_config)
 from harness import pg_factory, s3, workdir  # noqa: F401  (fixtures)
 from s3common import PREFIX
 from s3common import archive_command as s3_archive_command
@@ -144,6 +146,7 @@ class Cluster:
                 p = os.path.join(dirpath, f)
                 out[os.path.relpath(p, self.repo)] = os.path.getsize(p)
         out.pop(os.path.join(CLUSTER, "lock"), None)
+        out.pop(os.path.join(CLUSTER, "readers.lock"), None)
         return out
 
     def listed(self, cfg=None):
@@ -327,6 +330,30 @@ def test_incomplete_backup_grace_and_lock(pg_factory, workdir):
         assert proc.returncode == 0, describe(proc)
         assert f"remove backup {b1['id']} (incomplete, " in proc.stdout, proc.stdout
     assert c.snapshot() == before
+
+    # A restore, drill or verify reading the cluster holds the readers' lock
+    # shared: expire refuses at once and removes nothing.
+    readers = os.path.join(c.repo, CLUSTER, "readers.lock")
+    with open(readers, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        proc = expire(c, retention_full=1, retention_incomplete_grace=0)
+        assert proc.returncode == 1, describe(proc)
+        errors = error_lines(proc)
+        assert len(errors) == 1 and "being read" in errors[0], describe(proc)
+    assert c.snapshot() == before
+    # ... and a verify waits while an expire (here: the test) holds it.
+    with open(readers, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        cwd = SESSION.ensure_root()
+        verify = subprocess.Popen(
+            [server_binary(), "--config", c.cfg, "verify", "--backup", "all"],
+            env=server_pgdrill_env(home=cwd), cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **server_user_kwargs())
+        time.sleep(1.5)
+        assert verify.poll() is None, verify.communicate()
+    out, err = verify.communicate(timeout=120)
+    assert verify.returncode == 0, (out, err)
+    assert "waiting for expire to finish" in err, err
 
     # Past the grace period it goes.
     proc = expire(c, retention_full=1, retention_incomplete_grace=0)
