@@ -75,6 +75,12 @@ check_postgresql(const pd_config *cfg, pd_pg **out, char *line, size_t linesize)
     return j;
 }
 
+static const char *
+cipher_name(pd_cipher c)
+{
+    return c == PD_CIPHER_NONE ? "none" : "aes-256-gcm";
+}
+
 static json_t *
 check_s3(const pd_config *cfg, const char *repo, char *line, size_t linesize, int *exit_code)
 {
@@ -82,6 +88,7 @@ check_s3(const pd_config *cfg, const char *repo, char *line, size_t linesize, in
     pd_err err = PD_ERR_INIT;
     json_t *j = json_object();
     char *bucket = NULL, *prefix = NULL, *url = NULL;
+    pd_repo *r = NULL;
     long status = 0;
 
     json_object_set_new(j, "kind", json_string("s3"));
@@ -101,10 +108,18 @@ check_s3(const pd_config *cfg, const char *repo, char *line, size_t linesize, in
     json_object_set_new(j, "bucket", json_string(bucket));
     if (pd_s3_probe(&status, &url, &opts, &err) < 0)
         goto failed;
-    json_object_set_new(j, "ok", json_true());
     json_object_set_new(j, "http_status", json_integer(status));
-    snprintf(line, linesize, "repository: ok, S3 endpoint %s is reachable (HTTP %ld), bucket %s",
-             opts.endpoint, status, bucket);
+    // Reachable is not enough: the credentials, the bucket, the cluster's
+    // repository and the key are checked by opening it, as for a directory.
+    if (pd_repo_open(&r, cfg, &err) < 0)
+        goto failed;
+    json_object_set_new(j, "ok", json_true());
+    json_object_set_new(j, "cipher", json_string(cipher_name(pd_repo_cipher(r))));
+    json_object_set_new(j, "key_verified", json_boolean(pd_repo_cipher(r) != PD_CIPHER_NONE));
+    snprintf(line, linesize,
+             "repository: ok, S3 endpoint %s is reachable (HTTP %ld), bucket %s, encryption %s%s",
+             opts.endpoint, status, bucket, cipher_name(pd_repo_cipher(r)),
+             pd_repo_cipher(r) != PD_CIPHER_NONE ? ", key verified" : "");
     goto cleanup;
 failed:
     pd_log_err(&err);
@@ -113,6 +128,7 @@ failed:
     json_object_set_new(j, "error", json_error(&err));
     snprintf(line, linesize, "repository: FAILED");
 cleanup:
+    pd_repo_free(r);
     pd_free(bucket);
     pd_free(prefix);
     pd_free(url);
@@ -127,7 +143,6 @@ cleanup:
 static json_t *
 check_directory(const pd_config *cfg, const char *repo, char *line, size_t linesize, int *exit_code)
 {
-    static const char *const ciphers[] = {"none", "aes-256-gcm"};
     pd_err err = PD_ERR_INIT;
     json_t *j = json_object();
     pd_repo *r = NULL;
@@ -145,10 +160,10 @@ check_directory(const pd_config *cfg, const char *repo, char *line, size_t lines
         pd_err_set(&err, PD_ECONFIG, "cannot use repository \"%s\": not a directory", repo);
     } else if (pd_repo_open(&r, cfg, &err) == 0) {
         json_object_set_new(j, "ok", json_true());
-        json_object_set_new(j, "cipher", json_string(ciphers[pd_repo_cipher(r)]));
+        json_object_set_new(j, "cipher", json_string(cipher_name(pd_repo_cipher(r))));
         json_object_set_new(j, "key_verified", json_boolean(pd_repo_cipher(r) != PD_CIPHER_NONE));
         snprintf(line, linesize, "repository: ok, directory %s, encryption %s%s", repo,
-                 ciphers[pd_repo_cipher(r)],
+                 cipher_name(pd_repo_cipher(r)),
                  pd_repo_cipher(r) != PD_CIPHER_NONE ? ", key verified" : "");
         pd_repo_free(r);
         return j;

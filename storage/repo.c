@@ -40,12 +40,24 @@
 #define KEY_CACHE   16
 #define PINNED_KEYS 8 /* keys made by pd_repo_new_data_key: valid until pd_repo_free */
 
-/* What names a repository for its host-local lock: repo and, for S3, the endpoint. */
+/*
+ * What names a repository for its host-local lock: repo and, for S3, the
+ * endpoint without its scheme or a final slash, so that "http://h:9000" and
+ * "h:9000/" share one lock.
+ */
 static char *
 lock_identity(const pd_config *cfg)
 {
     const char *endpoint = pd_config_get(cfg, "s3-endpoint");
-    return pd_asprintf("%s %s", pd_config_get(cfg, "repo"), endpoint ? endpoint : "");
+    const char *host = endpoint ? endpoint : "";
+    const char *scheme = strstr(host, "://");
+
+    if (scheme)
+        host = scheme + 3;
+    size_t n = strlen(host);
+    while (n > 0 && host[n - 1] == '/')
+        n--;
+    return pd_asprintf("%s %.*s", pd_config_get(cfg, "repo"), (int)n, host);
 }
 
 struct pd_repo {
@@ -441,12 +453,28 @@ verify_master(json_t *doc, const pd_secret *master, const pd_config *cfg, pd_err
 
 /* Reads repo.json and checks what can be checked without a key. */
 static int
+stop_at_first(void *payload, const pd_storage_entry *e, pd_err *err)
+{
+    (void)e;
+    (void)err;
+    *(bool *)payload = true;
+    return PD_EFAIL;
+}
+
+static int
 read_repo_json(json_t **doc, pd_storage *st, const pd_config *cfg, pd_err *err)
 {
     char *path = repo_path(pd_config_cluster(cfg), "repo.json");
     int rc = get_json(doc, st, path, PD_REPO_JSON_MAX, err);
+    bool any = false;
 
-    if (rc == PD_ENOTFOUND) {
+    // A missing repo.json may be a missing bucket (an S3 HEAD says only 404):
+    // a listing names that cause.
+    if (rc == PD_ENOTFOUND &&
+        pd_storage_list(st, pd_config_cluster(cfg), stop_at_first, &any, err) < 0 && !any) {
+        rc = err->code;
+    } else if (rc == PD_ENOTFOUND) {
+        pd_err_clear(err);
         rc = pd_err_set(err, PD_ECONFIG, "repository \"%s\" has no cluster \"%s\"",
                         pd_config_get(cfg, "repo"), pd_config_cluster(cfg));
         pd_err_hint(err, "run pgdrill init, or check repo and --cluster");
@@ -686,14 +714,55 @@ s3_lock_path(const char *id, const char *cluster, const char *what)
     return pd_asprintf("/tmp/pgdrill-%s-%s%s.lock", cluster, hash, what);
 }
 
+/*
+ * Opens a lock file, creating it. Lock files hold no secret, and flock works
+ * on a file opened read-only, so root and the repository's user can share
+ * one: in a local repository a file root makes goes to the owner of the
+ * cluster's directory; an S3 repository's lock file in /tmp is made 0644, and
+ * one that another user made is opened read-only. Returns the descriptor or
+ * a negative code.
+ */
+static int
+open_lock(const char *path, const char *cluster_dir, pd_err *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, cluster_dir ? 0600 : 0644);
+    struct stat me, dir;
+
+    if (fd < 0 && errno == EACCES)
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        bool denied = errno == EACCES;
+        int rc = pd_err_sys(err, PD_EIO, "could not open lock file \"%s\"", path);
+        if (denied)
+            pd_err_hint(err, "another user made it: run pgdrill as the repository's user, or "
+                             "remove the file while no pgdrill runs");
+        return rc;
+    }
+    if (fstat(fd, &me) == 0 && me.st_uid == geteuid()) {
+        if (cluster_dir == NULL)
+            (void)fchmod(fd, 0644); // whatever the umask
+        else if (me.st_uid == 0 && stat(cluster_dir, &dir) == 0 && dir.st_uid != 0 &&
+                 fchown(fd, dir.st_uid, dir.st_gid) < 0)
+            pd_log_debug("could not give \"%s\" to the repository's owner", path);
+    }
+    return fd;
+}
+
 static int
 keys_lock(const char *repo, const char *id, const char *cluster, int how, pd_err *err)
 {
-    char *path = repo[0] == '/' ? pd_asprintf("%s/%s/keys.lock", repo, cluster)
-                                : s3_lock_path(id, cluster, "-keys");
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    bool local = repo[0] == '/';
+    char *path = local ? pd_asprintf("%s/%s/keys.lock", repo, cluster)
+                       : s3_lock_path(id, cluster, "-keys");
+    char *dir = local ? pd_asprintf("%s/%s", repo, cluster) : NULL;
+    int fd = open_lock(path, dir, err);
 
-    if (fd < 0 || flock(fd, how) < 0) {
+    pd_free(dir);
+    if (fd < 0) {
+        pd_free(path);
+        return fd;
+    }
+    if (flock(fd, how) < 0) {
         int rc = pd_err_sys(err, PD_EIO, "could not lock \"%s\"", path);
         if (fd >= 0)
             close(fd);
@@ -865,18 +934,20 @@ pd_repo_lock(const pd_config *cfg, pd_err *err)
 
     // A local repository holds its own lock; for S3 the lock is per host
     // and repository (s3_lock_path).
-    if (repo[0] == '/')
+    char *dir = NULL;
+    if (repo[0] == '/') {
         path = pd_asprintf("%s/%s/lock", repo, pd_config_cluster(cfg));
-    else {
+        dir = pd_asprintf("%s/%s", repo, pd_config_cluster(cfg));
+    } else {
         char *id = lock_identity(cfg);
         path = s3_lock_path(id, pd_config_cluster(cfg), "");
         pd_free(id);
     }
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    fd = open_lock(path, dir, err);
+    pd_free(dir);
     if (fd < 0) {
-        int rc = pd_err_sys(err, PD_EIO, "could not open lock file \"%s\"", path);
         pd_free(path);
-        return rc;
+        return fd;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         char pid[32] = "";
@@ -903,8 +974,7 @@ pd_repo_lock(const pd_config *cfg, pd_err *err)
 /*
  * The readers' lock: restore, drill and verify hold it shared while they
  * read a backup; expire takes it exclusively, so it never removes a backup
- * under them. A lock file root creates in a local repository is given to
- * the repository's owner, so that owner's expire can still open it.
+ * under them (open_lock: root's lock file goes to the repository's owner).
  */
 int
 pd_repo_read_lock(const pd_config *cfg, bool exclusive, pd_err *err)
@@ -913,21 +983,14 @@ pd_repo_read_lock(const pd_config *cfg, bool exclusive, pd_err *err)
     char *id = lock_identity(cfg);
     char *path = repo[0] == '/' ? pd_asprintf("%s/%s/readers.lock", repo, pd_config_cluster(cfg))
                                 : s3_lock_path(id, pd_config_cluster(cfg), "-readers");
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    struct stat dir, me;
+    char *dir = repo[0] == '/' ? pd_asprintf("%s/%s", repo, pd_config_cluster(cfg)) : NULL;
+    int fd = open_lock(path, dir, err);
 
     pd_free(id);
+    pd_free(dir);
     if (fd < 0) {
-        pd_err_sys(err, PD_EIO, "could not open lock file \"%s\"", path);
         pd_free(path);
         return -1;
-    }
-    if (repo[0] == '/' && geteuid() == 0 && fstat(fd, &me) == 0 && me.st_uid == 0) {
-        char *cluster_dir = pd_asprintf("%s/%s", repo, pd_config_cluster(cfg));
-        if (stat(cluster_dir, &dir) == 0 && dir.st_uid != 0 &&
-            fchown(fd, dir.st_uid, dir.st_gid) < 0)
-            pd_log_debug("could not give \"%s\" to the repository's owner", path);
-        pd_free(cluster_dir);
     }
     if (flock(fd, exclusive ? LOCK_EX | LOCK_NB : LOCK_SH | LOCK_NB) == 0) {
         pd_free(path);

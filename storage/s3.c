@@ -67,6 +67,7 @@
 #define MIB            (1024 * 1024)
 #define READ_CHUNK     (4 * MIB)
 #define LIST_BODY_MAX  (8 * MIB) /* a ListObjectsV2 page of 1000 keys is ~300 KiB */
+#define LIST_PAGES_MAX 1000000   /* 10^9 keys: far beyond any repository */
 #define SMALL_BODY_MAX (1 * MIB) /* other XML answers */
 #define ERROR_BODY_MAX (64 * 1024)
 #define DELETE_BATCH   1000
@@ -185,6 +186,7 @@ typedef struct s3_storage {
     char *access_key;
     pd_secret *secret_key;
     pd_secret *token; /* NULL without a session token */
+    bool creds_file;  /* credentials came from s3-credentials-file */
     CURL *curl;
 } s3_storage;
 
@@ -225,6 +227,7 @@ typedef struct s3_resp {
     body b; /* 2xx body (when body_max) or the error body */
     char etag[ETAG_MAX];
     char last_modified[64];
+    char date[64]; /* the server's clock (Date), for clock-skew errors */
     char content_range[96];
     uint64_t content_length;
     bool have_length;
@@ -349,20 +352,66 @@ base64(char *out, size_t outsize, const unsigned char *in, size_t len)
     EVP_EncodeBlock((unsigned char *)out, in, (int)len);
 }
 
-static void
-amz_now(char out[PD_SIGV4_DATE_LEN])
+static int
+parse_http_date(const char *s, int64_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm) == NULL)
+        return -1;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+static int
+parse_iso_date(const char *s, int64_t *out)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    if (strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
+        return -1;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+/* The signing time: now, or PD_S3_TEST_TIME_ENV (tests). */
+static time_t
+sign_time(void)
 {
     const char *fixed = getenv(PD_S3_TEST_TIME_ENV);
     struct tm tm;
-    time_t t;
 
-    if (fixed && strlen(fixed) == PD_SIGV4_DATE_LEN - 1) {
-        memcpy(out, fixed, PD_SIGV4_DATE_LEN);
-        return;
-    }
-    t = time(NULL);
+    memset(&tm, 0, sizeof(tm));
+    if (fixed && strlen(fixed) == PD_SIGV4_DATE_LEN - 1 &&
+        strptime(fixed, "%Y%m%dT%H%M%SZ", &tm) != NULL)
+        return timegm(&tm);
+    return time(NULL);
+}
+
+static void
+amz_now(char out[PD_SIGV4_DATE_LEN])
+{
+    time_t t = sign_time();
+    struct tm tm;
+
     gmtime_r(&t, &tm);
     strftime(out, PD_SIGV4_DATE_LEN, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+/*
+ * True when the server's Date and our signing time differ by more than the
+ * 15 minutes S3 allows: an answer without a body (HEAD) cannot say
+ * RequestTimeTooSkewed, so its 403 is read this way.
+ */
+static bool
+clock_skewed(const char *server_date)
+{
+    int64_t server;
+
+    if (server_date[0] == '\0' || parse_http_date(server_date, &server) < 0)
+        return false;
+    int64_t diff = server - (int64_t)sign_time();
+    return diff > 15 * 60 || diff < -15 * 60;
 }
 
 /* The full key of a repository path ("" path: the prefix itself). */
@@ -412,6 +461,8 @@ on_header(char *ptr, size_t size, size_t nmemb, void *payload)
         memcpy(r->etag, v, vlen + 1);
     else if (strcasecmp(line, "last-modified") == 0 && vlen < sizeof(r->last_modified))
         memcpy(r->last_modified, v, vlen + 1);
+    else if (strcasecmp(line, "date") == 0 && vlen < sizeof(r->date))
+        memcpy(r->date, v, vlen + 1);
     else if (strcasecmp(line, "content-range") == 0 && vlen < sizeof(r->content_range))
         memcpy(r->content_range, v, vlen + 1);
     else if (strcasecmp(line, "content-length") == 0) {
@@ -656,7 +707,8 @@ retryable(CURLcode cc, long status, const char *code)
         return cc != CURLE_SSL_CACERT && cc != CURLE_PEER_FAILED_VERIFICATION &&
                cc != CURLE_SSL_CACERT_BADFILE && cc != CURLE_UNSUPPORTED_PROTOCOL &&
                cc != CURLE_URL_MALFORMAT && cc != CURLE_BAD_FUNCTION_ARGUMENT &&
-               cc != CURLE_SSL_CERTPROBLEM && cc != CURLE_COULDNT_RESOLVE_HOST;
+               cc != CURLE_SSL_CERTPROBLEM && cc != CURLE_COULDNT_RESOLVE_HOST &&
+               cc != CURLE_SSL_CONNECT_ERROR;
     if (status >= 500)
         return true;
     return strcmp(code, "RequestTimeout") == 0 || strcmp(code, "SlowDown") == 0 ||
@@ -702,6 +754,9 @@ request_error(pd_err *err, s3_storage *s, const char *what, const char *path, CU
         case CURLE_SSL_CACERT_BADFILE:
             return pd_err_hint(err, "the server's certificate is not trusted: set s3-ca-file to "
                                     "its CA (or check s3-endpoint)");
+        case CURLE_SSL_CONNECT_ERROR:
+            return pd_err_hint(err, "check that s3-endpoint speaks HTTPS (write http:// before "
+                                    "the host for a plain-HTTP server)");
         case CURLE_COULDNT_CONNECT:
         case CURLE_COULDNT_RESOLVE_HOST:
         case CURLE_OPERATION_TIMEDOUT:
@@ -711,7 +766,8 @@ request_error(pd_err *err, s3_storage *s, const char *what, const char *path, CU
         }
     }
     error_code(r, code, sizeof(code), msg, sizeof(msg));
-    if (strcmp(code, "RequestTimeTooSkewed") == 0) {
+    if (strcmp(code, "RequestTimeTooSkewed") == 0 ||
+        ((r->status == 401 || r->status == 403) && clock_skewed(r->date))) {
         pd_err_set(err, PD_ENET,
                    "%s \"%s\" in repository \"%s\": S3 refused the request because this "
                    "machine's clock differs from the server's by more than 15 minutes (clock "
@@ -726,9 +782,12 @@ request_error(pd_err *err, s3_storage *s, const char *what, const char *path, CU
                    "\"%s\"",
                    s->bucket, code[0] ? code : "", code[0] ? ", HTTP " : "HTTP ", r->status,
                    what + (strncmp(what, "could not ", 10) == 0 ? 10 : 0), path);
-        return pd_err_hint(err, "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
-                                "s3-credentials-file), AWS_SESSION_TOKEN if it expired, s3-region "
-                                "and the bucket's policy");
+        return pd_err_hint(err,
+                           s->creds_file ? "check the keys in s3-credentials-file (and its session "
+                                           "token if it expired), s3-region and the bucket's policy"
+                                         : "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                                           "AWS_SESSION_TOKEN if it expired, s3-region and the "
+                                           "bucket's policy");
     }
     if (strcmp(code, "NoSuchBucket") == 0) {
         pd_err_set(err, PD_ECONFIG, "%s \"%s\" in repository \"%s\": bucket \"%s\" does not exist",
@@ -807,28 +866,6 @@ S3(pd_storage *st)
 }
 
 /* ---------------------------------------------------------------- stat */
-
-static int
-parse_http_date(const char *s, int64_t *out)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    if (strptime(s, "%a, %d %b %Y %H:%M:%S GMT", &tm) == NULL)
-        return -1;
-    *out = (int64_t)timegm(&tm);
-    return 0;
-}
-
-static int
-parse_iso_date(const char *s, int64_t *out)
-{
-    struct tm tm;
-    memset(&tm, 0, sizeof(tm));
-    if (strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) == NULL)
-        return -1;
-    *out = (int64_t)timegm(&tm);
-    return 0;
-}
 
 /* HEAD of a full key: size, mtime and ETag. PD_ENOTFOUND with the message. */
 static int
@@ -1038,6 +1075,7 @@ typedef struct s3_writer {
     size_t etags_cap;
     EVP_MD_CTX *md5s; /* MD5 over the parts' binary MD5s, for the final ETag */
     uint64_t total;
+    bool sent; /* the PUT or completion was sent: the object may exist */
 } s3_writer;
 
 static int
@@ -1246,6 +1284,7 @@ commit_single(s3_writer *w, pd_err *err)
     q.data = w->buf;
     q.data_len = w->len;
     q.content_md5 = b64;
+    w->sent = true;
     rc = call(s, &q, &r, "could not write", w->base.path, false, err);
     if (rc == PD_ENOTFOUND)
         rc = request_error(err, s, "could not write", w->base.path, CURLE_OK, &r, "", 1);
@@ -1292,7 +1331,18 @@ commit_multipart(s3_writer *w, pd_err *err)
     q.data = (const unsigned char *)xml;
     q.data_len = len;
     q.content_type = "application/xml";
+    w->sent = true;
     rc = call(s, &q, &r, "could not complete", w->base.path, true, err);
+    if (rc == PD_ENOTFOUND && r.status == 404) {
+        // NoSuchUpload: when a retry follows a completion whose answer was
+        // lost, the upload is gone because it completed; confirm() decides.
+        char code[64], msg[8];
+        error_code(&r, code, sizeof(code), msg, sizeof(msg));
+        if (strcmp(code, "NoSuchUpload") == 0) {
+            pd_log_debug("s3: %s: the upload is gone; confirming the object", w->base.path);
+            rc = 0;
+        }
+    }
     if (rc == PD_ENOTFOUND)
         rc = request_error(err, s, "could not complete", w->base.path, CURLE_OK, &r, "", 1);
     pd_free(xml);
@@ -1310,16 +1360,26 @@ commit_multipart(s3_writer *w, pd_err *err)
 }
 
 static int
+s3_remove(pd_storage *st, const char *path, pd_err *err);
+
+/*
+ * An object S3 took but that could not be confirmed is removed again
+ * (best effort), so that nothing stays visible after a failed commit: a
+ * manifest.json left behind would make a failed backup look complete.
+ */
+static int
 s3_commit(pd_writer *pw, pd_err *err)
 {
     s3_writer *w = (s3_writer *)pw;
+    pd_err rm_err = PD_ERR_INIT;
     int rc;
 
     if (pw->opts.no_overwrite && (rc = check_absent(w, err)) < 0)
         return rc;
-    if (w->upload_id == NULL)
-        return commit_single(w, err);
-    return commit_multipart(w, err);
+    rc = w->upload_id == NULL ? commit_single(w, err) : commit_multipart(w, err);
+    if (rc < 0 && w->sent && s3_remove(w->base.st, w->base.path, &rm_err) < 0)
+        pd_log_warning("%s; it was not confirmed, remove it by hand", rm_err.msg);
+    return rc;
 }
 
 static void
@@ -1387,7 +1447,7 @@ list_keys(s3_storage *s, const char *key_prefix, const char *shown, bool one_pag
           void *payload, pd_err *err)
 {
     char *token = NULL;
-    int rc = 0;
+    int rc = 0, pages = 0;
 
     for (;;) {
         s3_req q = {.method = "GET", .body_max = LIST_BODY_MAX};
@@ -1424,12 +1484,20 @@ list_keys(s3_storage *s, const char *key_prefix, const char *shown, bool one_pag
             }
             p = ce + 11;
         }
-        pd_free(token);
-        token = NULL;
         bool more = r.b.data && xml_get(r.b.data, NULL, "IsTruncated", trunc, sizeof(trunc)) &&
                     strcmp(trunc, "true") == 0;
+        char *prev = token;
+        token = NULL;
         if (more && rc == 0 && !one_page) {
-            if (xml_get(r.b.data, NULL, "NextContinuationToken", tbuf, sizeof(tbuf)))
+            // A server that repeats its token, or never ends, must not keep
+            // a listing going forever.
+            bool got = xml_get(r.b.data, NULL, "NextContinuationToken", tbuf, sizeof(tbuf));
+            if (got && ((prev && strcmp(prev, tbuf) == 0) || ++pages >= LIST_PAGES_MAX))
+                rc = pd_err_set(err, PD_ENET,
+                                "could not list \"%s\" in repository \"%s\": S3 repeated a "
+                                "continuation token or sent more than %d pages",
+                                shown, s->base.repo, LIST_PAGES_MAX);
+            else if (got)
                 token = pd_strdup(tbuf);
             else
                 rc = pd_err_set(err, PD_ENET,
@@ -1437,6 +1505,7 @@ list_keys(s3_storage *s, const char *key_prefix, const char *shown, bool one_pag
                                 "is truncated but gave no continuation token",
                                 shown, s->base.repo);
         }
+        pd_free(prev);
         body_free(&r.b);
         if (rc < 0 || token == NULL)
             break;
@@ -1635,6 +1704,46 @@ trim(char *s)
     return s;
 }
 
+/*
+ * What would only fail at the first request is refused here, at open, as a
+ * configuration error: no host, a path after the host (pgdrill addresses the
+ * bucket itself), host-style addressing on an IP address (no DNS name
+ * "bucket.10.0.0.1" exists), an s3-ca-file that cannot be read.
+ */
+static int
+check_endpoint(const s3_storage *s, const char *endpoint, const char *hostport, const char *ca,
+               pd_err *err)
+{
+    if (hostport[0] == '\0') {
+        pd_err_set(err, PD_ECONFIG, "bad s3-endpoint \"%s\": no host", endpoint);
+        return pd_err_hint(err, "write s3-endpoint as host[:port] or https://host[:port]");
+    }
+    if (endpoint) {
+        const char *h = strstr(endpoint, "://");
+        const char *path = (h ? h + 3 : endpoint) + strlen(hostport);
+        if (path[0] != '\0' && strcmp(path, "/") != 0) {
+            pd_err_set(err, PD_ECONFIG, "bad s3-endpoint \"%s\": it has a path", endpoint);
+            return pd_err_hint(err, "write s3-endpoint as [https://]host[:port]; the bucket and "
+                                    "prefix go in repo");
+        }
+    }
+    size_t hl = strcspn(hostport, ":");
+    bool ip = hostport[0] == '[' || strspn(hostport, "0123456789.") == hl;
+    if (!s->path_style && ip) {
+        pd_err_set(err, PD_ECONFIG,
+                   "cannot address bucket \"%s\" host-style on endpoint \"%s\": it is an IP "
+                   "address",
+                   s->bucket, hostport);
+        return pd_err_hint(err, "set s3-uri-style = path");
+    }
+    if (ca && access(ca, R_OK) < 0) {
+        pd_err_sys(err, PD_ECONFIG, "cannot read s3-ca-file \"%s\"", ca);
+        return pd_err_hint(err, "set s3-ca-file to the PEM file of the CA that signed the "
+                                "server's certificate");
+    }
+    return 0;
+}
+
 /* Reads s3-credentials-file (see s3.h). */
 static int
 read_credentials(s3_storage *s, const char *path, pd_err *err)
@@ -1649,6 +1758,13 @@ read_credentials(s3_storage *s, const char *path, pd_err *err)
                          "user running pgdrill");
         return rc;
     }
+    // Like the AWS tools: the profile AWS_PROFILE names, else [default];
+    // lines before any section count too. Other profiles' keys are never
+    // mixed in.
+    const char *profile = getenv("AWS_PROFILE");
+    if (profile == NULL || profile[0] == '\0')
+        profile = "default";
+    bool in_profile = true;
     len = pd_secret_len(file);
     text = pd_malloc(len + 1);
     memcpy(text, pd_secret_data(file), len);
@@ -1658,7 +1774,13 @@ read_credentials(s3_storage *s, const char *path, pd_err *err)
         if (next)
             *next++ = '\0';
         char *l = trim(line);
-        if (l[0] == '\0' || l[0] == '#' || l[0] == ';' || l[0] == '[')
+        if (l[0] == '[') {
+            char *end = strchr(l, ']');
+            size_t n = end ? (size_t)(end - l - 1) : 0;
+            in_profile = end && strlen(profile) == n && strncmp(l + 1, profile, n) == 0;
+            continue;
+        }
+        if (l[0] == '\0' || l[0] == '#' || l[0] == ';' || !in_profile)
             continue;
         char *eq = strchr(l, '=');
         if (eq == NULL)
@@ -1682,10 +1804,12 @@ read_credentials(s3_storage *s, const char *path, pd_err *err)
         pd_secret_len(s->secret_key) == 0) {
         pd_err_set(err, PD_ECONFIG,
                    "cannot use s3-credentials-file \"%s\": it lacks aws_access_key_id or "
-                   "aws_secret_access_key",
-                   path);
+                   "aws_secret_access_key in profile [%s]",
+                   path, profile);
         return pd_err_hint(err, "write lines \"aws_access_key_id = ...\" and "
-                                "\"aws_secret_access_key = ...\"");
+                                "\"aws_secret_access_key = ...\" under [%s] (AWS_PROFILE chooses "
+                                "the profile)",
+                           profile);
     }
     return 0;
 }
@@ -1746,12 +1870,11 @@ pd_storage_s3_open(pd_storage **out, const char *repo, const pd_config *cfg, pd_
         scheme = pd_strdup("https");
         hostport = pd_strndup(endpoint, strcspn(endpoint, "/"));
     }
-    if (hostport[0] == '\0') {
+    if ((rc = check_endpoint(s, endpoint, hostport, ca, err)) < 0) {
         pd_free(scheme);
         pd_free(hostport);
         pd_storage_free(&s->base);
-        pd_err_set(err, PD_ECONFIG, "bad s3-endpoint \"%s\": no host", endpoint);
-        return pd_err_hint(err, "write s3-endpoint as host[:port] or https://host[:port]");
+        return rc;
     }
     if (s->path_style)
         s->host = pd_strdup(hostport);
@@ -1761,6 +1884,7 @@ pd_storage_s3_open(pd_storage **out, const char *repo, const pd_config *cfg, pd_
     pd_free(scheme);
     pd_free(hostport);
 
+    s->creds_file = creds != NULL;
     rc = creds ? read_credentials(s, creds, err) : read_env_credentials(s, err);
     if (rc < 0) {
         pd_storage_free(&s->base);

@@ -80,7 +80,7 @@ def test_s3_credentials_are_checked(s3, workdir):
     proc = pgdrill("init", "--generate-key-file", os.path.join(workdir, "k2.key"), cfg=cfg)
     # (HEAD comes first: its answer has no body, so no S3 error code to name.)
     line = one_error(proc, 2, 'S3 refused the credentials for bucket "pgdrill-test"',
-                     "HTTP 403", "check AWS_ACCESS_KEY_ID")
+                     "HTTP 403", "check the keys in s3-credentials-file")
     assert secret not in proc.stderr + proc.stdout
     assert "retrying" not in proc.stderr, describe(proc)
     assert line
