@@ -752,8 +752,8 @@ static int
 keys_lock(const char *repo, const char *id, const char *cluster, int how, pd_err *err)
 {
     bool local = repo[0] == '/';
-    char *path = local ? pd_asprintf("%s/%s/keys.lock", repo, cluster)
-                       : s3_lock_path(id, cluster, "-keys");
+    char *path =
+        local ? pd_asprintf("%s/%s/keys.lock", repo, cluster) : s3_lock_path(id, cluster, "-keys");
     char *dir = local ? pd_asprintf("%s/%s", repo, cluster) : NULL;
     int fd = open_lock(path, dir, err);
 

@@ -782,12 +782,12 @@ request_error(pd_err *err, s3_storage *s, const char *what, const char *path, CU
                    "\"%s\"",
                    s->bucket, code[0] ? code : "", code[0] ? ", HTTP " : "HTTP ", r->status,
                    what + (strncmp(what, "could not ", 10) == 0 ? 10 : 0), path);
-        return pd_err_hint(err,
-                           s->creds_file ? "check the keys in s3-credentials-file (and its session "
-                                           "token if it expired), s3-region and the bucket's policy"
-                                         : "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                                           "AWS_SESSION_TOKEN if it expired, s3-region and the "
-                                           "bucket's policy");
+        const char *what_to_check =
+            s->creds_file ? "check the keys in s3-credentials-file (and its session token if it "
+                            "expired), s3-region and the bucket's policy"
+                          : "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN "
+                            "if it expired, s3-region and the bucket's policy";
+        return pd_err_hint(err, "%s", what_to_check);
     }
     if (strcmp(code, "NoSuchBucket") == 0) {
         pd_err_set(err, PD_ECONFIG, "%s \"%s\" in repository \"%s\": bucket \"%s\" does not exist",
@@ -1359,8 +1359,7 @@ commit_multipart(s3_writer *w, pd_err *err)
     return confirm(w, want, err);
 }
 
-static int
-s3_remove(pd_storage *st, const char *path, pd_err *err);
+static int s3_remove(pd_storage *st, const char *path, pd_err *err);
 
 /*
  * An object S3 took but that could not be confirmed is removed again
@@ -1806,9 +1805,10 @@ read_credentials(s3_storage *s, const char *path, pd_err *err)
                    "cannot use s3-credentials-file \"%s\": it lacks aws_access_key_id or "
                    "aws_secret_access_key in profile [%s]",
                    path, profile);
-        return pd_err_hint(err, "write lines \"aws_access_key_id = ...\" and "
-                                "\"aws_secret_access_key = ...\" under [%s] (AWS_PROFILE chooses "
-                                "the profile)",
+        return pd_err_hint(err,
+                           "write lines \"aws_access_key_id = ...\" and "
+                           "\"aws_secret_access_key = ...\" under [%s] (AWS_PROFILE chooses "
+                           "the profile)",
                            profile);
     }
     return 0;
