@@ -77,6 +77,7 @@
 #define BACKOFF_MAX    10.0  /* ... up to this */
 #define LOW_SPEED_TIME 20L   /* seconds under 1 byte/s: a hung connection */
 #define CONNECT_TIME   10L
+#define ATTEMPT_TIME   120 /* seconds per attempt, plus 4 s per MiB moved */
 #define CREDS_MAX      8192
 #define ETAG_MAX       80
 
@@ -655,6 +656,10 @@ perform(s3_storage *s, const s3_req *q, s3_resp *resp, char errbuf[CURL_ERROR_SI
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, CONNECT_TIME);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, LOW_SPEED_TIME);
+    // A whole attempt is bounded too: a server that trickles a byte now and
+    // then passes the low-speed check forever. 120 s, plus 4 s per MiB moved.
+    size_t moved = q->data_len > q->sink_cap ? q->data_len : q->sink_cap;
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)(ATTEMPT_TIME + moved / (256 * 1024)));
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, s->verify_tls ? 1L : 0L);
     curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, s->verify_tls ? 2L : 0L);
     if (s->ca_file)
@@ -1209,7 +1214,11 @@ s3_write(pd_writer *pw, const void *data, size_t len, pd_err *err)
 
     while (len > 0) {
         if (w->len == w->cap) {
-            // A full buffer with more to come: this object is multipart.
+            // A full buffer with more to come: this object is multipart. A
+            // name that must not be overwritten is checked before any part
+            // goes up (and again at commit).
+            if (w->upload_id == NULL && pw->opts.no_overwrite && (rc = check_absent(w, err)) < 0)
+                return rc;
             if (w->upload_id == NULL && (rc = start_upload(w, err)) < 0)
                 return rc;
             if ((rc = upload_part(w, err)) < 0)

@@ -165,7 +165,9 @@ static void
 hmac(unsigned char out[32], const void *key, size_t keylen, const char *msg)
 {
     unsigned int outlen = 32;
-    HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, strlen(msg), out, &outlen);
+    unsigned char *done =
+        HMAC(EVP_sha256(), key, (int)keylen, (const unsigned char *)msg, strlen(msg), out, &outlen);
+    PD_ASSERT(done != NULL && outlen == 32); // only a broken OpenSSL fails here
 }
 
 int
@@ -244,7 +246,12 @@ pd_sigv4_sign(char **authorization, const pd_sigv4_request *req, pd_sigv4_debug 
     // String to sign.
     memcpy(date, req->amz_date, 8);
     date[8] = '\0';
-    snprintf(scope, sizeof(scope), "%s/%s/%s/aws4_request", date, req->region, req->service);
+    int n =
+        snprintf(scope, sizeof(scope), "%s/%s/%s/aws4_request", date, req->region, req->service);
+    if (n < 0 || (size_t)n >= sizeof(scope)) {
+        rc = pd_err_set(err, PD_ECONFIG, "bad s3-region \"%s\": too long", req->region);
+        goto cleanup;
+    }
     pd_sigv4_sha256_hex(hash, creq.data, creq.len);
     sb_str(&sts, "AWS4-HMAC-SHA256\n");
     sb_str(&sts, req->amz_date);
@@ -268,14 +275,16 @@ pd_sigv4_sign(char **authorization, const pd_sigv4_request *req, pd_sigv4_debug 
     OPENSSL_cleanse(k, sizeof(k));
     OPENSSL_cleanse(k2, sizeof(k2));
 
-    *authorization = pd_asprintf("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, "
-                                 "Signature=%s",
-                                 req->access_key, scope, signed_headers.data, sig);
+    *authorization =
+        pd_asprintf("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, "
+                    "Signature=%s",
+                    req->access_key, scope, signed_headers.data ? signed_headers.data : "", sig);
     if (debug) {
         debug->canonical_request = creq.data;
         debug->string_to_sign = sts.data;
         creq.data = sts.data = NULL;
     }
+cleanup:
     pd_free(creq.data);
     pd_free(sts.data);
     pd_free(signed_headers.data);

@@ -9,8 +9,9 @@ empty object, no_overwrite, a missing object."""
 import hashlib
 import json
 import os
+import shutil
 
-from harness import describe, run_as_server  # noqa: F401
+from harness import chown_to_server_user, describe, run_as_server  # noqa: F401
 from harness import pg_factory, s3, workdir  # noqa: F401  (fixtures)
 from s3common import (CLUSTER, PREFIX, archive_command, init_repo, one_error, pgdrill,
                       s3_config, start_restored, storetool, wait_archived)
@@ -49,21 +50,26 @@ def test_s3_every_command(pg_factory, s3, workdir):
     src.psql("INSERT INTO r SELECT g, 'after' FROM generate_series(1, 1000) g")
     want = src.psql(ROWS)
     seg = src.psql("SELECT pg_walfile_name(pg_switch_wal())")
+    # A copy before the archiver is done with it (PostgreSQL may recycle
+    # the file once it is archived).
+    copies = os.path.join(workdir, "copies")
+    os.mkdir(copies)
+    seg_path = os.path.join(copies, seg)
+    shutil.copyfile(os.path.join(src.data, "pg_wal", seg), seg_path)
+    chown_to_server_user(copies)
+    chown_to_server_user(seg_path)
     wait_archived(s3, src, seg)
     # ... and pushing the same segment again is success (same content).
-    seg_path = os.path.join(src.data, "pg_wal", seg)
-    if os.path.exists(seg_path):
-        proc = pgdrill("archive-push", seg_path, cfg=cfg)
-        assert proc.returncode == 0, describe(proc)
+    proc = pgdrill("archive-push", seg_path, cfg=cfg)
+    assert proc.returncode == 0, describe(proc)
 
     # archive-get writes the segment back whole.
     got = os.path.join(workdir, "got-" + seg)
     proc = pgdrill("archive-get", seg, got, cfg=cfg)
     assert proc.returncode == 0, describe(proc)
     assert os.path.getsize(got) == 16 * 1024 * 1024
-    if os.path.exists(seg_path):
-        with open(seg_path, "rb") as a, open(got, "rb") as b:
-            assert a.read() == b.read()
+    with open(seg_path, "rb") as a, open(got, "rb") as b:
+        assert a.read() == b.read()
     # A segment never archived: non-zero, and no file.
     missing = os.path.join(workdir, "missing")
     proc = pgdrill("archive-get", "0000000100000099000000FF", missing, cfg=cfg)

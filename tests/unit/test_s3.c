@@ -65,8 +65,9 @@ config_with(const char *dir, const char *extra)
     FILE *f;
 
     snprintf(path, sizeof(path), "%s/pgdrill.conf", dir);
-    snprintf(text, sizeof(text),
-             "[main]\nrepo = s3://bucket/p\ns3-endpoint = http://127.0.0.1:9\n%s", extra);
+    snprintf(text, sizeof(text), "[main]\nrepo = s3://bucket/p\n%s%s%s", extra,
+             strstr(extra, "s3-endpoint") ? "" : "s3-endpoint = http://127.0.0.1:9\n",
+             strstr(extra, "s3-uri-style") ? "" : "s3-uri-style = path\n");
     f = fopen(path, "w");
     fputs(text, f);
     fclose(f);
@@ -112,10 +113,55 @@ test_s3_credentials_file_rules(void **state)
     assert_int_equal(pd_storage_open_config(&st, cfg, &err), PD_ECONFIG);
     assert_non_null(strstr(err.msg, "lacks aws_access_key_id or aws_secret_access_key"));
 
+    // Only [default] counts (or AWS_PROFILE's): another profile's keys never do.
+    f = fopen(cred, "w");
+    fputs("[prod]\naws_access_key_id = AKID\naws_secret_access_key = sekrit\n", f);
+    fclose(f);
+    unsetenv("AWS_PROFILE");
+    assert_int_equal(pd_storage_open_config(&st, cfg, &err), PD_ECONFIG);
+    assert_non_null(strstr(err.msg, "in profile [default]"));
+    setenv("AWS_PROFILE", "prod", 1);
+    assert_int_equal(pd_storage_open_config(&st, cfg, &err), 0);
+    pd_storage_free(st);
+    unsetenv("AWS_PROFILE");
+
     pd_config_free(cfg);
     unlink(cred);
     snprintf(line, sizeof(line), "%s/pgdrill.conf", dir);
     unlink(line);
+    rmdir(dir);
+}
+
+/* Endpoints that could never work are refused at open, as configuration errors. */
+static void
+test_s3_endpoint_mistakes_refused_at_open(void **state)
+{
+    static const struct {
+        const char *lines, *want;
+    } cases[] = {
+        {"s3-uri-style = host\n", "host-style on endpoint \"127.0.0.1:9\""},
+        {"s3-uri-style = path\ns3-endpoint = http://h:9/x\n", "it has a path"},
+        {"s3-uri-style = path\ns3-ca-file = /nonexistent/ca.pem\n", "cannot read s3-ca-file"},
+    };
+    char dir[] = "/tmp/pd-s3-XXXXXX", path[256];
+    pd_storage *st = NULL;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    setenv("AWS_ACCESS_KEY_ID", "AKID", 1);
+    setenv("AWS_SECRET_ACCESS_KEY", "sekrit", 1);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pd_err err = PD_ERR_INIT;
+        pd_config *cfg = config_with(dir, cases[i].lines);
+        assert_int_equal(pd_storage_open_config(&st, cfg, &err), PD_ECONFIG);
+        assert_null(st);
+        assert_non_null(strstr(err.msg, cases[i].want));
+        pd_config_free(cfg);
+    }
+    unsetenv("AWS_ACCESS_KEY_ID");
+    unsetenv("AWS_SECRET_ACCESS_KEY");
+    snprintf(path, sizeof(path), "%s/pgdrill.conf", dir);
+    unlink(path);
     rmdir(dir);
 }
 
@@ -126,6 +172,7 @@ main(void)
         cmocka_unit_test(test_s3_part_size_grows_to_cover_terabytes),
         cmocka_unit_test(test_s3_parse_repo),
         cmocka_unit_test(test_s3_credentials_file_rules),
+        cmocka_unit_test(test_s3_endpoint_mistakes_refused_at_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
