@@ -54,7 +54,7 @@ typedef struct drill {
     char db[128];   /* a database that exists */
     json_t *checks;
     double t_restore, t_recovery, t_checks;
-    char reached_lsn[32], reached_time[40];
+    char reached_lsn[64], reached_time[64]; /* as large as the query's answers */
 } drill;
 
 static uint64_t

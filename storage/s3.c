@@ -807,7 +807,7 @@ request_error(pd_err *err, s3_storage *s, const char *what, const char *path, CU
 
 /*
  * Sends q with retries (6). Returns 0 for a 2xx answer without an <Error>
- * (when ok_200_error is false, a 200 body is not inspected), PD_ENOTFOUND for
+ * (when check_200 is false, a 200 body is not inspected), PD_ENOTFOUND for
  * 404 with no message set, else the error of request_error.
  */
 static int
@@ -865,7 +865,7 @@ call(s3_storage *s, s3_req *q, s3_resp *r, const char *what, const char *path, b
 }
 
 static s3_storage *
-S3(pd_storage *st)
+s3_of(pd_storage *st)
 {
     return (s3_storage *)st;
 }
@@ -905,7 +905,7 @@ head(s3_storage *s, const char *path, uint64_t *size, int64_t *mtime, char *etag
 static int
 s3_stat(pd_storage *st, const char *path, pd_storage_entry *out, pd_err *err)
 {
-    return head(S3(st), path, &out->size, &out->mtime, NULL, err);
+    return head(s3_of(st), path, &out->size, &out->mtime, NULL, err);
 }
 
 /* ---------------------------------------------------------------- reading */
@@ -923,7 +923,7 @@ typedef struct s3_reader {
 static int
 fetch_chunk(s3_reader *sr, pd_err *err)
 {
-    s3_storage *s = S3(sr->base.st);
+    s3_storage *s = s3_of(sr->base.st);
     uint64_t want = sr->size - sr->off;
     char errbuf[CURL_ERROR_SIZE], code[128], msg[256];
     s3_req q = {.method = "GET"};
@@ -946,6 +946,15 @@ fetch_chunk(s3_reader *sr, pd_err *err)
         q.sink_len = 0;
         CURLcode cc = perform(s, &q, &r, errbuf);
         got += q.sink_len; // whatever arrived counts: the next Range starts after it
+        unsigned long long first;
+        if (cc == CURLE_OK && r.status == 206 &&
+            (sscanf(r.content_range, "bytes %llu-", &first) != 1 || first != from)) {
+            rc = pd_err_set(err, PD_ENET,
+                            "could not read \"%s\" in repository \"%s\": asked for bytes from "
+                            "%llu, the server sent \"%s\"",
+                            sr->base.path, s->base.repo, (unsigned long long)from, r.content_range);
+            goto cleanup;
+        }
         if (cc == CURLE_OK && (r.status == 206 || r.status == 200) && got == want)
             break;
         if (cc == CURLE_OK && r.status == 200 && from != 0) {
@@ -953,7 +962,7 @@ fetch_chunk(s3_reader *sr, pd_err *err)
                             "could not read \"%s\" in repository \"%s\": the server ignored the "
                             "Range header",
                             sr->base.path, s->base.repo);
-            goto done;
+            goto cleanup;
         }
         code[0] = '\0';
         if (cc == CURLE_OK)
@@ -964,7 +973,7 @@ fetch_chunk(s3_reader *sr, pd_err *err)
                             "read",
                             sr->base.path, s->base.repo);
             pd_err_hint(err, "is another pgdrill writing the repository? try again");
-            goto done;
+            goto cleanup;
         }
         if (r.sink_overflow || (cc == CURLE_OK && r.status >= 200 && r.status < 300)) {
             // A short or long body with a success status: retry the rest.
@@ -977,7 +986,7 @@ fetch_chunk(s3_reader *sr, pd_err *err)
         if (!retryable(cc, r.status, code) || attempt >= MAX_ATTEMPTS ||
             pd_time_mono() - t0 >= RETRY_BUDGET) {
             rc = request_error(err, s, "could not read", sr->base.path, cc, &r, errbuf, attempt);
-            goto done;
+            goto cleanup;
         }
         pd_log_warning("S3 read of \"%s\" interrupted at byte %llu (%s), resuming", sr->base.path,
                        (unsigned long long)(sr->off + got),
@@ -987,7 +996,7 @@ fetch_chunk(s3_reader *sr, pd_err *err)
     sr->off += want;
     sr->len = (size_t)want;
     sr->pos = 0;
-done:
+cleanup:
     body_free(&r.b);
     return rc;
 }
@@ -1026,7 +1035,7 @@ static const pd_reader_ops s3_reader_ops = {s3_read, s3_reader_free};
 static int
 s3_open_read(pd_reader **out, pd_storage *st, const char *path, pd_err *err)
 {
-    s3_storage *s = S3(st);
+    s3_storage *s = s3_of(st);
     uint64_t size;
     int64_t mtime;
     char etag[ETAG_MAX];
@@ -1086,7 +1095,7 @@ typedef struct s3_writer {
 static int
 check_absent(s3_writer *w, pd_err *err)
 {
-    s3_storage *s = S3(w->base.st);
+    s3_storage *s = s3_of(w->base.st);
     uint64_t size;
     pd_err tmp = PD_ERR_INIT;
     int rc = head(s, w->base.path, &size, NULL, NULL, &tmp);
@@ -1114,7 +1123,7 @@ buf_md5(const s3_writer *w, unsigned char md[16], char b64[32])
 static int
 start_upload(s3_writer *w, pd_err *err)
 {
-    s3_storage *s = S3(w->base.st);
+    s3_storage *s = s3_of(w->base.st);
     s3_req q = {.method = "POST", .key = w->key, .body_max = SMALL_BODY_MAX};
     s3_resp r = {0};
     char id[1024];
@@ -1141,7 +1150,7 @@ start_upload(s3_writer *w, pd_err *err)
 static int
 upload_part(s3_writer *w, pd_err *err)
 {
-    s3_storage *s = S3(w->base.st);
+    s3_storage *s = s3_of(w->base.st);
     s3_req q = {.method = "PUT", .key = w->key};
     s3_resp r = {0};
     unsigned char md[16];
@@ -1164,7 +1173,7 @@ upload_part(s3_writer *w, pd_err *err)
     if (rc == PD_ENOTFOUND)
         rc = request_error(err, s, "could not write", w->base.path, CURLE_OK, &r, "", 1);
     if (rc < 0)
-        goto done;
+        goto cleanup;
     // The part's ETag is its MD5 (without SSE-KMS): a mismatch means the
     // server stored other bytes than we sent.
     want[0] = '"';
@@ -1176,14 +1185,14 @@ upload_part(s3_writer *w, pd_err *err)
                         "could not write \"%s\" in repository \"%s\": S3 answered part %u without "
                         "an ETag",
                         w->base.path, s->base.repo, w->parts + 1);
-        goto done;
+        goto cleanup;
     }
     if (strlen(r.etag) == 34 && strcasecmp(r.etag, want) != 0) {
         rc = pd_err_set(err, PD_ECORRUPT,
                         "could not write \"%s\" in repository \"%s\": S3 stored part %u with "
                         "ETag %s, not the MD5 of the bytes sent %s",
                         w->base.path, s->base.repo, w->parts + 1, r.etag, want);
-        goto done;
+        goto cleanup;
     }
     if (w->parts == w->etags_cap) {
         w->etags_cap = w->etags_cap ? w->etags_cap * 2 : 64;
@@ -1200,7 +1209,7 @@ upload_part(s3_writer *w, pd_err *err)
         w->buf = pd_malloc(next);
         w->cap = next;
     }
-done:
+cleanup:
     body_free(&r.b);
     return rc;
 }
@@ -1240,7 +1249,7 @@ s3_write(pd_writer *pw, const void *data, size_t len, pd_err *err)
 static int
 confirm(s3_writer *w, const char *want_etag, pd_err *err)
 {
-    s3_storage *s = S3(w->base.st);
+    s3_storage *s = s3_of(w->base.st);
     char etag[ETAG_MAX];
     uint64_t size;
     int rc;
@@ -1282,7 +1291,7 @@ confirm(s3_writer *w, const char *want_etag, pd_err *err)
 static int
 commit_single(s3_writer *w, pd_err *err)
 {
-    s3_storage *s = S3(w->base.st);
+    s3_storage *s = s3_of(w->base.st);
     s3_req q = {.method = "PUT", .key = w->key};
     s3_resp r = {0};
     unsigned char md[16];
@@ -1310,7 +1319,7 @@ commit_single(s3_writer *w, pd_err *err)
 static int
 commit_multipart(s3_writer *w, pd_err *err)
 {
-    s3_storage *s = S3(w->base.st);
+    s3_storage *s = s3_of(w->base.st);
     s3_req q = {.method = "POST", .key = w->key, .body_max = SMALL_BODY_MAX};
     s3_resp r = {0};
     unsigned char md[16];
@@ -1393,7 +1402,7 @@ s3_commit(pd_writer *pw, pd_err *err)
 static void
 abort_upload(s3_writer *w)
 {
-    s3_storage *s = S3(w->base.st);
+    s3_storage *s = s3_of(w->base.st);
     s3_req q = {.method = "DELETE", .key = w->key};
     s3_resp r = {0};
     pd_err err = PD_ERR_INIT;
@@ -1431,7 +1440,7 @@ s3_open_write(pd_writer **out, pd_storage *st, const char *path, const pd_writer
 
     (void)err;
     pd_writer_init(&w->base, &s3_writer_ops, st, path, opts);
-    w->key = full_key(S3(st), path);
+    w->key = full_key(s3_of(st), path);
     w->cap = pd_s3_part_size(1);
     w->buf = pd_malloc(w->cap);
     w->md5s = EVP_MD_CTX_new();
@@ -1554,7 +1563,7 @@ dir_key(const s3_storage *s, const char *path)
 static int
 s3_list(pd_storage *st, const char *prefix, pd_storage_list_fn fn, void *payload, pd_err *err)
 {
-    s3_storage *s = S3(st);
+    s3_storage *s = s3_of(st);
     char *kp = dir_key(s, prefix);
     list_ctx c = {s, s->prefix[0] ? strlen(s->prefix) + 1 : 0, fn, payload};
     int rc = list_keys(s, kp, prefix[0] ? prefix : "/", false, list_one, &c, err);
@@ -1567,7 +1576,7 @@ s3_list(pd_storage *st, const char *prefix, pd_storage_list_fn fn, void *payload
 static int
 s3_remove(pd_storage *st, const char *path, pd_err *err)
 {
-    s3_storage *s = S3(st);
+    s3_storage *s = s3_of(st);
     s3_req q = {.method = "DELETE"};
     s3_resp r = {0};
     char *key = full_key(s, path);
@@ -1602,14 +1611,14 @@ batch_key(void *payload, const char *key, uint64_t size, int64_t mtime, pd_err *
 static int
 s3_remove_prefix(pd_storage *st, const char *prefix, pd_err *err)
 {
-    s3_storage *s = S3(st);
+    s3_storage *s = s3_of(st);
     char *kp = dir_key(s, prefix);
     char last_first[PD_STORAGE_PATH_MAX * 2] = "";
     int rc = 0;
 
     // An object named exactly like the prefix goes too (as on posix).
     if ((rc = s3_remove(st, prefix, err)) < 0)
-        goto done;
+        goto cleanup;
     for (;;) {
         batch b = {0};
         batch_add(&b, "<Delete><Quiet>true</Quiet>");
@@ -1664,7 +1673,7 @@ s3_remove_prefix(pd_storage *st, const char *prefix, pd_err *err)
             break;
         pd_log_debug("s3: deleted %zu objects under \"%s\"", b.n, prefix);
     }
-done:
+cleanup:
     pd_free(kp);
     return rc;
 }
@@ -1674,7 +1683,7 @@ done:
 static void
 s3_free(pd_storage *st)
 {
-    s3_storage *s = S3(st);
+    s3_storage *s = s3_of(st);
     if (s->curl)
         curl_easy_cleanup(s->curl);
     pd_free(s->bucket);
