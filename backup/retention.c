@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "backup/archive.h"
+#include "common/mem.h"
+
 #define SEG_SIZE     (16ULL * 1024 * 1024)
 #define SEGS_PER_LOG (0x100000000ULL / SEG_SIZE)
 
@@ -133,26 +136,18 @@ pd_retention_wal_floor(const pd_retention_backup *b, size_t n, unsigned tli, uin
     return any;
 }
 
-static bool
-is_hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'F')))
-            return false;
-    return true;
-}
-
 bool
 pd_retention_wal_parse(const char *name, unsigned *tli, uint64_t *segno)
 {
     size_t len = strlen(name);
     unsigned t, log, seg;
 
-    if (len < 24 || !is_hex(name, 24))
-        return false;
-    if (!(len == 24 || strcmp(name + 24, ".partial") == 0 ||
-          (len == 40 && name[24] == '.' && is_hex(name + 25, 8) &&
-           strcmp(name + 33, ".backup") == 0)))
+    // The archive's own grammar of names: a segment, .partial or .backup
+    // file goes to wal/<timeline+log>/, a .history file to wal/ itself.
+    char *object = pd_wal_object_name(name);
+    bool segment = object && strchr(object + 4, '/') != NULL;
+    pd_free(object);
+    if (len < 24 || !segment)
         return false;
     if (sscanf(name, "%8X%8X%8X", &t, &log, &seg) != 3 || seg >= SEGS_PER_LOG)
         return false;
