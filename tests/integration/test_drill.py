@@ -167,6 +167,20 @@ def test_drill_as_root_passes_and_records_phases(source):
     assert listed[0]["last_drill"]["result"] == "pass"
     proc = run_pgdrill("list", config=cfg)
     assert f"pass {report['id']}" in proc.stdout, proc.stdout
+    # The server user owns the repository, and still reads all of it after
+    # root's drill wrote its report there (its backup, status and expire too).
+    reports = os.path.join(source.repo, CLUSTER, "drills")
+    for path in [reports] + [os.path.join(reports, n) for n in os.listdir(reports)]:
+        assert os.stat(path).st_uid == os.stat(source.repo).st_uid, path
+    # (drill_cfg rewrote source.cfg with root's key: a file of its own.)
+    server_cfg = write_config({CLUSTER: {"repo": source.repo, "key-file": source.key,
+                                         **source.pg.config_lines()}},
+                              directory=source.dir, name="server-view.conf", owner="server")
+    proc = run_pgdrill_as_server("list", "--json", config=server_cfg)
+    assert proc.returncode == 0, describe(proc)
+    assert json.loads(proc.stdout)[0]["last_drill"]["id"] == report["id"]
+    proc = run_pgdrill_as_server("status", "--json", config=server_cfg)
+    assert proc.returncode == 0, describe(proc)
 
     proc = run_pgdrill("status", "--prometheus", config=cfg)
     assert proc.returncode == 0, describe(proc)
