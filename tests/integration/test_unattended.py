@@ -255,6 +255,7 @@ def test_notify_webhook_posts_the_outcome(pg, workdir):
         assert "pgdrill backup FAILED" in doc["text"] and doc["backup_id"] is None, doc
     finally:
         hook.shutdown()
+        hook.server_close()
     proc = run_pgdrill("backup", config=cfg)  # nobody listens now
     assert proc.returncode == 1, describe(proc)
     assert any("notify-command" in x and ": warning: " in x for x in proc.stderr.splitlines()), \
@@ -273,6 +274,7 @@ def test_notify_mail_sends_over_smtp(workdir):
         assert proc.returncode == 0 and proc.stderr == "", describe(proc)
     finally:
         smtp.shutdown()
+        smtp.server_close()
     [mail] = _Smtp.mails
     assert mail["rcpt"] == ["RCPT TO:<dba@example.com>"], mail
     assert "<pgdrill@db1.example.com>" in mail["from"], mail
@@ -312,3 +314,46 @@ def test_textfile_collector_writes_atomically_and_keeps_the_old_file(workdir):
     assert os.listdir(outdir) == ["pgdrill-main.prom"]
     with open(prom) as f:
         assert f.read() == text
+
+
+# ---------------------------------------------------------------- OnFailure= mail
+
+def test_onfailure_mails_status_and_journal(workdir):
+    """pgdrill-failure@.service's script, with stand-ins for systemctl and
+    journalctl (no systemd runs here), against a mail server on 127.0.0.1."""
+    stubs = os.path.join(workdir, "stubs")
+    os.mkdir(stubs)
+    for name, text in (("systemctl", "x pgdrill-backup.service - pgdrill nightly backup\n"
+                                     "   Active: failed (Result: exit-code)"),
+                       ("journalctl", "2026-12-07T01:31:02+00:00 db1 pgdrill[42]: <3>pgdrill: "
+                                      "error: could not connect to the server")):
+        path = os.path.join(stubs, name)
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\necho \"$0 $*\"\ncat <<'END'\n{text}\nEND\n")
+        os.chmod(path, 0o755)
+    script = os.path.join(CONTRIB, "systemd", "pgdrill-onfailure")
+    smtp = serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Smtp))
+    _Smtp.mails.clear()
+    env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}", PGDRILL_ALERT_TO="oncall@example.com",
+               PGDRILL_SMTP_URL=f"smtp://127.0.0.1:{smtp.server_address[1]}")
+    try:
+        proc = subprocess.run([script, "pgdrill-backup.service"], env=env, capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, timeout=60)
+    finally:
+        smtp.shutdown()
+        smtp.server_close()
+    assert proc.returncode == 0, describe(proc)
+    [mail] = _Smtp.mails
+    assert mail["rcpt"] == ["RCPT TO:<oncall@example.com>"], mail
+    data = mail["data"]
+    assert re.search(r"^Subject: \[pgdrill\] pgdrill-backup\.service failed on \S+\r?$", data, re.M), data
+    assert "status --no-pager --lines=0 pgdrill-backup.service" in data, data
+    assert "Active: failed" in data and "could not connect to the server" in data, data
+    assert "--unit pgdrill-backup.service --lines 40" in data, data
+
+    # No mail server: exit 1 and a line for the journal, so the failure shows.
+    env["PGDRILL_SMTP_URL"] = f"smtp://127.0.0.1:{smtp.server_address[1]}"
+    proc = subprocess.run([script, "pgdrill-drill.service"], env=env, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=30)
+    assert proc.returncode == 1, describe(proc)
+    assert "could not mail oncall@example.com" in proc.stderr, describe(proc)
