@@ -11,6 +11,9 @@
 set -uo pipefail
 bin=${1:?usage: check_prometheus_rules.sh PGDRILL_BINARY SOURCE_DIR}
 src=${2:?usage: check_prometheus_rules.sh PGDRILL_BINARY SOURCE_DIR}
+# Absolute paths: a unit's ExecStart= takes no relative one.
+bin=$(realpath "$bin")
+src=$(realpath "$src")
 prom=$src/contrib/prometheus
 fail=0
 

@@ -14,6 +14,9 @@
 set -uo pipefail
 bin=${1:?usage: check_systemd_units.sh PGDRILL_BINARY SOURCE_DIR}
 src=${2:?usage: check_systemd_units.sh PGDRILL_BINARY SOURCE_DIR}
+# Absolute paths: a unit's ExecStart= takes no relative one.
+bin=$(realpath "$bin")
+src=$(realpath "$src")
 units=$src/contrib/systemd
 fail=0
 
