@@ -135,10 +135,23 @@ def checks_of(report):
 # ---------------------------------------------------------------- passing drills
 
 def test_drill_as_root_passes_and_records_phases(source):
-    cfg = drill_cfg(source)
+    # notify-command (notify-on = always) hears of the passed drill too.
+    notified = os.path.join(ROOT_KEYS, "notified-pass.json")
+    notifier = os.path.join(ROOT_KEYS, "notifier-pass")
+    with open(notifier, "w") as f:
+        f.write("#!/bin/sh\n{ env | grep '^PGDRILL_' | sort; echo; cat; } > \"$1\"\n")
+    os.chmod(notifier, 0o700)
+    cfg = drill_cfg(source, **{"notify-command": f"{notifier} {notified}"})
     proc = drill_as_root(cfg, "--json")
     assert proc.returncode == 0, describe(proc)
     report = json.loads(proc.stdout)
+    with open(notified) as f:
+        env_text, _, stdin = f.read().partition("\n\n")
+    env = dict(line.split("=", 1) for line in env_text.splitlines())
+    assert env["PGDRILL_EVENT"] == "drill" and env["PGDRILL_RESULT"] == "success", env
+    assert env["PGDRILL_EXIT_CODE"] == "0" and env["PGDRILL_DRILL_ID"] == report["id"], env
+    assert env["PGDRILL_BACKUP_ID"] == report["backup_id"], env
+    assert json.loads(stdin) == report
     assert report["result"] == "pass"
     assert report["backup_id"] == source.backup["id"]
     for phase in ("restore", "recovery", "checks"):
