@@ -15,13 +15,16 @@ Against the real binary (and a real PostgreSQL 15 where a backup is taken):
   127.0.0.1, run by pgdrill as notify-command;
 - contrib/prometheus/pgdrill-textfile writes status --prometheus into a
   .prom file atomically, readable by node_exporter, and leaves the old file
-  in place when status fails.
+  in place when status fails;
+- contrib/systemd/pgdrill-onfailure mails a failed unit's status and journal;
+- every pgdrill command line in the units and the cron file parses.
 """
 
 import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import socketserver
 import stat
@@ -357,3 +360,46 @@ def test_onfailure_mails_status_and_journal(workdir):
                           text=True, stdin=subprocess.DEVNULL, timeout=30)
     assert proc.returncode == 1, describe(proc)
     assert "could not mail oncall@example.com" in proc.stderr, describe(proc)
+
+
+# ---------------------------------------------------------------- the command lines
+
+def scheduled_commands():
+    """Every pgdrill command line in the systemd units and the cron file."""
+    cmds = []
+    units = os.path.join(CONTRIB, "systemd")
+    for name in sorted(os.listdir(units)):
+        with open(os.path.join(units, name)) as f:
+            for line in f:
+                if line.startswith("ExecStart=/usr/bin/pgdrill "):
+                    words = shlex.split(line[len("ExecStart="):])
+                    cmds.append((name, [w.replace("%d", "/run/credentials/x") for w in words[1:]]))
+    with open(os.path.join(CONTRIB, "cron", "pgdrill")) as f:
+        for line in f:
+            if line.startswith("#") or not line.strip() or re.match(r"^[A-Z]+=", line):
+                continue
+            command = line.split(None, 6)[6]  # five time fields, the user, the command
+            for part in command.split("&&"):
+                words = [w for w in shlex.split(part) if not w.startswith(">")]
+                if words and words[0] == "pgdrill":
+                    cmds.append(("cron/pgdrill", words[1:]))
+    return cmds
+
+
+def test_scheduled_command_lines_parse():
+    """Each command line the units and cron run is one pgdrill accepts:
+    with --help at the end, pgdrill checks every option and prints the
+    command's help instead of running it (an unknown option is exit 2)."""
+    cmds = scheduled_commands()
+    assert len(cmds) >= 6, cmds  # backup, expire, drill; in the units and in cron
+    for where in ("pgdrill-backup.service", "pgdrill-drill.service", "cron/pgdrill"):
+        assert any(w == where for w, _ in cmds), (where, cmds)
+    assert {"backup", "expire", "drill"} <= {word for _, args in cmds for word in args}, cmds
+    for where, args in cmds:
+        proc = run_pgdrill(*args, "--help")
+        assert proc.returncode == 0 and proc.stdout.startswith("Usage: pgdrill"), (where, args,
+                                                                                     describe(proc))
+    # The check can fail: a misspelt option is refused.
+    where, args = cmds[0]
+    proc = run_pgdrill(*args, "--enforce-rtoo", "--help")
+    assert proc.returncode == 2, describe(proc)
