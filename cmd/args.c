@@ -1,6 +1,6 @@
 /*
  * The shared option parser. Accepts "--opt value" and "--opt=value", the
- * global options anywhere (--config, --cluster, --quiet, --help), and any
+ * global options anywhere (--config, --cluster, --quiet, --verbose, --help), and any
  * configuration key as "--<key> VALUE", which overrides the file.
  */
 #include <stdio.h>
@@ -63,6 +63,10 @@ pd_cmd_parse(pd_cmd_args *args, const pd_cmd_def *def, int argc, char **argv, pd
         }
         if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
             args->quiet = true;
+            continue;
+        }
+        if (strcmp(a, "--verbose") == 0 || strcmp(a, "-v") == 0) {
+            args->verbose = true;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -172,18 +176,28 @@ int
 pd_cmd_load_config_err(pd_config **out, const pd_cmd_args *args, pd_err *err)
 {
     pd_config_opts opts = PD_CONFIG_OPTS_INIT;
+    const char *set;
     pd_log_level level;
     int rc;
 
+    if (args->quiet && args->verbose) {
+        pd_err_set(err, PD_EUSAGE, "--quiet and --verbose contradict each other");
+        return pd_err_hint(err, "give one of them");
+    }
     opts.path = args->config_path;
     opts.cluster = args->cluster;
     opts.overrides = args->overrides;
     opts.n_overrides = args->n_overrides;
     if ((rc = pd_config_load(out, &opts, err)) < 0)
         return rc;
+    // Unset, the level stays pd_log_init()'s: info where someone reads the
+    // log as it comes (terminal, journald), warnings only under cron.
     // Validated at load, so parsing cannot fail here.
-    if (pd_log_parse_level(pd_config_get(*out, "log-level"), &level, err) == 0)
+    set = pd_config_get(*out, "log-level");
+    if (set != NULL && pd_log_parse_level(set, &level, err) == 0)
         pd_log_set_level(level);
+    if (args->verbose && pd_log_get_level() < PD_LOG_INFO)
+        pd_log_set_level(PD_LOG_INFO);
     pd_log_set_quiet(args->quiet);
     return 0;
 }
@@ -232,6 +246,7 @@ pd_cmd_print_help(const pd_cmd_def *def)
            "  --config FILE              configuration file (default $PGDRILL_CONFIG, then %s)\n"
            "  --cluster NAME             the cluster section to use (optional with one cluster)\n"
            "  --quiet, -q                errors only, no progress\n"
+           "  --verbose, -v              info lines also when stderr is not a terminal (cron)\n"
            "  --KEY VALUE                any configuration key, overriding the file (see pgdrill "
            "--help)\n"
            "  --help, -h                 this help\n",

@@ -31,6 +31,7 @@ typedef struct pd_cmd_args {
     const char *config_path;
     const char *cluster;
     bool quiet;
+    bool verbose;
     bool help;
     pd_config_override overrides[PD_CMD_MAX_OVERRIDES];
     char override_keys[PD_CMD_MAX_OVERRIDES][64]; /* storage for overrides[].key */
@@ -74,8 +75,11 @@ bool pd_cmd_flag(const pd_cmd_args *args, const char *name);
 int pd_cmd_opt_all(const pd_cmd_args *args, const char *name, const char **out, int max);
 
 /*
- * Loads the configuration the arguments describe, applies log-level and
- * --quiet. On failure logs the error and returns its exit status (> 0).
+ * Loads the configuration the arguments describe and sets the log level:
+ * log-level when set (in the file or as --log-level), else pd_log_init()'s
+ * default (info on a terminal or journald, warning elsewhere); --verbose
+ * raises it to at least info, --quiet keeps only errors (both: PD_EUSAGE).
+ * On failure logs the error and returns its exit status (> 0).
  */
 int pd_cmd_load_config(pd_config **out, const pd_cmd_args *args);
 /* The same without logging: the error is left in err (for check --nagios). */

@@ -214,6 +214,8 @@ print_main_help(void)
            "  --config FILE    configuration file (default $PGDRILL_CONFIG, then %s)\n"
            "  --cluster NAME   the cluster section to use (optional with one cluster)\n"
            "  --quiet, -q      errors only, no progress\n"
+           "  --verbose, -v    info lines also when stderr is not a terminal (cron); without\n"
+           "                   it and without log-level, only warnings and errors go there\n"
            "  --version        print the version\n"
            "  --help, -h       this help; \"pgdrill COMMAND --help\" for a command\n"
            "\nConfiguration keys (in [global] or a cluster's section; --KEY VALUE overrides):\n"
@@ -259,7 +261,8 @@ main(int argc, char **argv)
         // A global option with a separate value takes the next word too.
         int n = 1;
         if (strchr(argv[i], '=') == NULL && strcmp(argv[i], "--quiet") != 0 &&
-            strcmp(argv[i], "-q") != 0)
+            strcmp(argv[i], "-q") != 0 && strcmp(argv[i], "--verbose") != 0 &&
+            strcmp(argv[i], "-v") != 0)
             n = i + 1 < argc ? 2 : 1;
         if (pd_cmd_parse(&args, &global_def, n, argv + i, &err) < 0)
             return pd_cmd_fail(&err);

@@ -55,6 +55,8 @@ pd_log_init(void)
     state.journald = !state.tty && is_journal_stream(STDERR_FILENO);
     // A terminal shows its own time; journald stamps every line itself.
     state.timestamps = !state.tty && !state.journald;
+    // Someone reads a terminal or the journal; cron mails whatever comes out.
+    state.level = state.tty || state.journald ? PD_LOG_INFO : PD_LOG_WARNING;
 }
 
 void

@@ -21,7 +21,12 @@ typedef enum pd_log_level {
     PD_LOG_DEBUG = 3,
 } pd_log_level;
 
-/* Reads the environment (JOURNAL_STREAM) and whether stderr is a terminal. */
+/*
+ * Reads the environment (JOURNAL_STREAM) and whether stderr is a terminal,
+ * and sets the default level from them: info on a terminal or under
+ * journald, warning elsewhere (cron, a pipe, a file), so that an unattended
+ * run that goes well prints nothing. log-level and --verbose override it.
+ */
 void pd_log_init(void);
 
 void pd_log_set_level(pd_log_level level);

@@ -17,6 +17,9 @@ PD_APT_PACKAGES=(
     postgresql-15 # includes contrib (amcheck) on Debian 12
     python3 python3-pytest python3-cryptography python3-zstandard python3-prometheus-client
     python3-botocore zstd openssl procps util-linux passwd
+    # contrib/ checks: systemd-analyze verify on the units (no running
+    # systemd needed), promtool check/test rules on the alert rules
+    systemd prometheus
 )
 
 # Commands the scripts and tests run, and the package that provides each.
@@ -27,6 +30,7 @@ PD_COMMANDS=(
     "/usr/lib/postgresql/15/bin/initdb:postgresql-15"
     "/usr/lib/postgresql/15/bin/pg_ctl:postgresql-15"
     "/usr/lib/postgresql/15/bin/pgbench:postgresql-15"
+    "systemd-analyze:systemd" "promtool:prometheus"
 )
 
 pd_section() {

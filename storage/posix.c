@@ -43,6 +43,10 @@
  *
  * Modes are 0600 for files and 0700 for directories whatever the umask, set
  * by fchmod after creation: a repository holds backups of the whole database.
+ * Root writing into a repository another user owns (a drill as root writing
+ * its report into the server user's repository) gives each directory and
+ * temporary file it creates to that owner before anything is published, so
+ * the owner's list, status and expire can still read everything.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -75,6 +79,9 @@ hinted(pd_err *err, int code, const char *hint)
 typedef struct posix_storage {
     pd_storage base;
     int rootfd; /* the repository directory */
+    bool give;  /* root in another user's repository: chown what we create */
+    uid_t uid;  /* the repository directory's owner, when give */
+    gid_t gid;
 } posix_storage;
 
 typedef struct posix_reader {
@@ -134,6 +141,15 @@ close_fd(int *fd)
     *fd = -1;
 }
 
+/* What root creates in another user's repository becomes that user's (see the top). */
+static int
+give_to_owner(const pd_storage *st, int fd)
+{
+    const posix_storage *ps = (const posix_storage *)st;
+
+    return ps->give ? fchown(fd, ps->uid, ps->gid) : 0;
+}
+
 /*
  * Opens the directory holding path's last segment, creating missing ones
  * (mode 0700, parent fsync'd) when create is set. *dirfd is owned by the
@@ -179,7 +195,8 @@ open_parent(pd_storage *st, const char *path, bool create, int *dirfd, const cha
         }
         // The umask may have taken bits from DIR_MODE; and the new entry must
         // be durable before anything below it counts as committed (1).
-        if (created && (fchmod(next, DIR_MODE) < 0 || fsync(cur) < 0))
+        if (created &&
+            (fchmod(next, DIR_MODE) < 0 || give_to_owner(st, next) < 0 || fsync(cur) < 0))
             goto fail;
         close(cur);
         cur = next;
@@ -412,7 +429,7 @@ posix_open_write(pd_writer **out, pd_storage *st, const char *path, const pd_wri
         }
     }
     // The umask may have taken bits from FILE_MODE.
-    if (fchmod(pw->fd, FILE_MODE) < 0) {
+    if (fchmod(pw->fd, FILE_MODE) < 0 || give_to_owner(st, pw->fd) < 0) {
         rc = sys_fail(err, st, "create", path, errno);
         goto fail;
     }
@@ -759,6 +776,12 @@ pd_storage_posix_open(pd_storage **out, const char *root, const char *repo, pd_e
     ps = pd_calloc(1, sizeof(*ps));
     pd_storage_init(&ps->base, &posix_ops, repo);
     ps->rootfd = fd;
+    struct stat sb;
+    if (geteuid() == 0 && fstat(fd, &sb) == 0 && sb.st_uid != 0) {
+        ps->give = true;
+        ps->uid = sb.st_uid;
+        ps->gid = sb.st_gid;
+    }
     *out = &ps->base;
     return 0;
 }

@@ -135,10 +135,23 @@ def checks_of(report):
 # ---------------------------------------------------------------- passing drills
 
 def test_drill_as_root_passes_and_records_phases(source):
-    cfg = drill_cfg(source)
+    # notify-command (notify-on = always) hears of the passed drill too.
+    notified = os.path.join(ROOT_KEYS, "notified-pass.json")
+    notifier = os.path.join(ROOT_KEYS, "notifier-pass")
+    with open(notifier, "w") as f:
+        f.write("#!/bin/sh\n{ env | grep '^PGDRILL_' | sort; echo; cat; } > \"$1\"\n")
+    os.chmod(notifier, 0o700)
+    cfg = drill_cfg(source, **{"notify-command": f"{notifier} {notified}"})
     proc = drill_as_root(cfg, "--json")
     assert proc.returncode == 0, describe(proc)
     report = json.loads(proc.stdout)
+    with open(notified) as f:
+        env_text, _, stdin = f.read().partition("\n\n")
+    env = dict(line.split("=", 1) for line in env_text.splitlines())
+    assert env["PGDRILL_EVENT"] == "drill" and env["PGDRILL_RESULT"] == "success", env
+    assert env["PGDRILL_EXIT_CODE"] == "0" and env["PGDRILL_DRILL_ID"] == report["id"], env
+    assert env["PGDRILL_BACKUP_ID"] == report["backup_id"], env
+    assert json.loads(stdin) == report
     assert report["result"] == "pass"
     assert report["backup_id"] == source.backup["id"]
     for phase in ("restore", "recovery", "checks"):
@@ -167,6 +180,20 @@ def test_drill_as_root_passes_and_records_phases(source):
     assert listed[0]["last_drill"]["result"] == "pass"
     proc = run_pgdrill("list", config=cfg)
     assert f"pass {report['id']}" in proc.stdout, proc.stdout
+    # The server user owns the repository, and still reads all of it after
+    # root's drill wrote its report there (its backup, status and expire too).
+    reports = os.path.join(source.repo, CLUSTER, "drills")
+    for path in [reports] + [os.path.join(reports, n) for n in os.listdir(reports)]:
+        assert os.stat(path).st_uid == os.stat(source.repo).st_uid, path
+    # (drill_cfg rewrote source.cfg with root's key: a file of its own.)
+    server_cfg = write_config({CLUSTER: {"repo": source.repo, "key-file": source.key,
+                                         **source.pg.config_lines()}},
+                              directory=source.dir, name="server-view.conf", owner="server")
+    proc = run_pgdrill_as_server("list", "--json", config=server_cfg)
+    assert proc.returncode == 0, describe(proc)
+    assert json.loads(proc.stdout)[0]["last_drill"]["id"] == report["id"]
+    proc = run_pgdrill_as_server("status", "--json", config=server_cfg)
+    assert proc.returncode == 0, describe(proc)
 
     proc = run_pgdrill("status", "--prometheus", config=cfg)
     assert proc.returncode == 0, describe(proc)

@@ -184,7 +184,9 @@ class Cluster:
 
 
 def expire(cluster, *args, env=None, **keys):
-    return pgdrill("expire", *args, cfg=cluster.config(**keys), env=env)
+    # --verbose: the tests read expire's info lines, which stderr that is not
+    # a terminal (cron, here a pipe) does not get by default.
+    return pgdrill("--verbose", "expire", *args, cfg=cluster.config(**keys), env=env)
 
 
 def info_lines(proc):
@@ -346,7 +348,7 @@ def test_incomplete_backup_grace_and_lock(pg_factory, workdir):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         cwd = SESSION.ensure_root()
         verify = subprocess.Popen(
-            [server_binary(), "--config", c.cfg, "verify", "--backup", "all"],
+            [server_binary(), "--config", c.cfg, "--verbose", "verify", "--backup", "all"],
             env=server_pgdrill_env(home=cwd), cwd=cwd, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **server_user_kwargs())
         time.sleep(1.5)

@@ -34,7 +34,8 @@ def test_init_generates_key_and_private_files(workdir):
     cfg = config(workdir)
     old = os.umask(0)
     try:
-        proc = run_pgdrill("init", "--generate-key-file", key, config=cfg)
+        # --verbose: stderr is a pipe here, which gets only warnings by default.
+        proc = run_pgdrill("--verbose", "init", "--generate-key-file", key, config=cfg)
     finally:
         os.umask(old)
     assert proc.returncode == 0, describe(proc)
@@ -100,7 +101,8 @@ def test_key_rotate(workdir, pg):
     with open(k2, "wb") as f:
         f.write(os.urandom(32))
     os.chmod(k2, 0o600)
-    proc = run_pgdrill("key", "rotate", "--new-key-file", k2, config=config(workdir, key_file=k1))
+    proc = run_pgdrill("--verbose", "key", "rotate", "--new-key-file", k2,
+                       config=config(workdir, key_file=k1))
     assert proc.returncode == 0, describe(proc)
     assert "rotated the master key" in proc.stderr
     old = run_pgdrill("check", config=config(workdir, pg, key_file=k1))

@@ -144,7 +144,8 @@ main(int argc, char **argv)
     copts.path = argv[1];
     if ((rc = pd_config_load(&cfg, &copts, &err)) < 0)
         return fail(&err);
-    if (pd_log_parse_level(pd_config_get(cfg, "log-level"), &level, NULL) == 0)
+    if (pd_config_get(cfg, "log-level") != NULL &&
+        pd_log_parse_level(pd_config_get(cfg, "log-level"), &level, NULL) == 0)
         pd_log_set_level(level);
     if ((rc = pd_storage_open_config(&st, cfg, &err)) < 0)
         goto done;

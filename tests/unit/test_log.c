@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -192,12 +194,58 @@ test_log_progress_format(void **state)
     assert_string_equal(output(), "");
 }
 
+/*
+ * The default level: warnings only when stderr is neither a terminal nor
+ * journald (cron mails whatever comes out), info under journald, whose
+ * JOURNAL_STREAM names stderr's device and inode.
+ */
+static void
+test_log_default_level_quiet_unless_read(void **state)
+{
+    char path[] = "/tmp/pgdrill-test-log-XXXXXX", js[64];
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    struct stat st;
+
+    (void)state;
+    assert_true(fd >= 0 && saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    assert_int_equal(fstat(fd, &st), 0);
+
+    unsetenv("JOURNAL_STREAM");
+    pd_log_set_level(PD_LOG_DEBUG);
+    pd_log_init();
+    assert_int_equal(pd_log_get_level(), PD_LOG_WARNING);
+    assert_false(pd_log_enabled(PD_LOG_INFO));
+    assert_true(pd_log_enabled(PD_LOG_WARNING));
+
+    // Another file's JOURNAL_STREAM is not ours: still cron-quiet.
+    snprintf(js, sizeof(js), "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino + 1);
+    setenv("JOURNAL_STREAM", js, 1);
+    pd_log_init();
+    assert_int_equal(pd_log_get_level(), PD_LOG_WARNING);
+
+    snprintf(js, sizeof(js), "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", js, 1);
+    pd_log_init();
+    assert_int_equal(pd_log_get_level(), PD_LOG_INFO);
+
+    unsetenv("JOURNAL_STREAM");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    close(fd);
+    unlink(path);
+    pd_log_set_stream(stream, false);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_log_format_and_levels, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_quiet_keeps_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_default_level_quiet_unless_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_parse_level, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_timestamps_when_asked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_one_line_per_message, setup, teardown),

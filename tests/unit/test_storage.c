@@ -260,6 +260,53 @@ test_storage_modes_ignore_umask(void **state)
     assert_int_equal(raw_mode(raw(f, "d/e")), 0600);
 }
 
+static uid_t
+raw_owner(const char *path, gid_t *gid)
+{
+    struct stat sb;
+
+    assert_int_equal(stat(path, &sb), 0);
+    *gid = sb.st_gid;
+    return sb.st_uid;
+}
+
+/*
+ * Root writing into another user's repository (a drill as root, the server
+ * user's repository) gives new directories and objects to the repository's
+ * owner, so that user can still list and read them; in root's own
+ * repository they stay root's.
+ */
+static void
+test_storage_root_gives_new_entries_to_the_repository_owner(void **state)
+{
+    fixture *f = *state;
+    pd_storage *st = NULL;
+    pd_err err = PD_ERR_INIT;
+    gid_t gid;
+
+    if (geteuid() != 0)
+        skip(); // only root can create files for another user
+    put(f->st, "mine/obj", "x");
+    assert_int_equal(raw_owner(raw(f, "mine"), &gid), 0);
+    assert_int_equal(raw_owner(raw(f, "mine/obj"), &gid), 0);
+
+    assert_int_equal(chown(f->dir, 65534, 65534), 0);
+    assert_int_equal(pd_storage_open(&st, f->dir, &err), 0);
+    put(st, "drills/new/report.json", "{}");
+    put(st, "mine/second", "y");
+    for (int i = 0; i < 3; i++) {
+        const char *p =
+            raw(f, (const char *[]){"drills", "drills/new", "drills/new/report.json"}[i]);
+        assert_int_equal(raw_owner(p, &gid), 65534);
+        assert_int_equal(gid, 65534);
+    }
+    assert_int_equal(raw_owner(raw(f, "mine/second"), &gid), 65534);
+    assert_int_equal(raw_mode(raw(f, "drills/new/report.json")), 0600);
+    // What existed stays as it was: only what root creates changes hands.
+    assert_int_equal(raw_owner(raw(f, "mine"), &gid), 0);
+    pd_storage_free(st);
+}
+
 /* Invariant 8: no_overwrite refuses an existing object and keeps it whole. */
 static void
 test_storage_no_overwrite_keeps_original(void **state)
@@ -854,6 +901,7 @@ main(void)
         T(test_storage_nothing_visible_before_commit),
         T(test_storage_abandoned_writer_leaves_nothing),
         T(test_storage_modes_ignore_umask),
+        T(test_storage_root_gives_new_entries_to_the_repository_owner),
         T(test_storage_no_overwrite_keeps_original),
         T(test_storage_list_recursive_skips_temps),
         T(test_storage_list_callback_stops),
