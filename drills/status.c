@@ -182,6 +182,7 @@ pd_status_collect(json_t **out, const pd_config *cfg, pd_err *err)
         json_t *lb = json_object();
         json_t *stop = epoch_of(json_object_get(last, "stop_time"));
         json_object_set(lb, "id", json_object_get(last, "id"));
+        json_object_set(lb, "type", json_object_get(last, "type"));
         json_object_set(lb, "stop_time", json_object_get(last, "stop_time"));
         json_object_set_new(lb, "stop_timestamp", stop);
         json_object_set_new(lb, "age_seconds",
