@@ -96,9 +96,9 @@ dump_into(logical_ctx *c, const char *const *argv, const char *name, const char 
     const char *text = pd_child_output(ch, PD_CHILD_STDERR, NULL, NULL);
     if (status != 0) {
         pd_pgtool_errors(text, said, sizeof(said));
-        rc = pd_err_set(err, PD_EPG, "%s failed (%s)%s%s", what,
-                        pd_child_format_status(how, sizeof(how), status), said[0] ? ": " : "",
-                        said);
+        rc =
+            pd_err_set(err, PD_EPG, "%s failed (%s)%s%s", what,
+                       pd_child_format_status(how, sizeof(how), status), said[0] ? ": " : "", said);
         pd_err_hint(err, "the role needs pg_read_all_data and BYPASSRLS (see README, \"Least "
                          "privilege\"); nothing was committed");
         goto cleanup;
@@ -115,8 +115,8 @@ dump_into(logical_ctx *c, const char *const *argv, const char *name, const char 
     json_array_append_new(c->objects, o);
     c->bytes += info.size;
     c->stored += info.stored_size;
-    pd_log_debug("stored object %s: %llu bytes (%llu stored)", name,
-                 (unsigned long long)info.size, (unsigned long long)info.stored_size);
+    pd_log_debug("stored object %s: %llu bytes (%llu stored)", name, (unsigned long long)info.size,
+                 (unsigned long long)info.stored_size);
 cleanup:
     pd_child_free(ch);
     pd_objw_free(w);
@@ -129,8 +129,8 @@ dump_globals(logical_ctx *c, bool passwords, pd_err *err)
 {
     char *prog = pd_asprintf("%s/pg_dumpall", c->pg_bin);
     char *conn = pd_pgtool_conninfo(c->po.dbname ? c->po.dbname : "postgres");
-    const char *argv[] = {prog, "--globals-only", "-d", conn,
-                          passwords ? NULL : "--no-role-passwords", NULL};
+    const char *argv[] = {
+        prog, "--globals-only", "-d", conn, passwords ? NULL : "--no-role-passwords", NULL};
     json_t *extra = json_object();
     int rc;
 
@@ -178,8 +178,8 @@ dump_database(logical_ctx *c, json_t *db, json_t *counts, pd_err *err)
         snapshot[0] = '\0';
     }
     snprintf(snaparg, sizeof(snaparg), "--snapshot=%s", snapshot);
-    const char *argv[] = {prog, "--format=custom", "--compress=0", "-d", conn,
-                          snapshot[0] ? snaparg : NULL, NULL};
+    const char *argv[] = {
+        prog, "--format=custom", "--compress=0", "-d", conn, snapshot[0] ? snaparg : NULL, NULL};
     json_object_set_new(extra, "database", json_string(name));
     if ((rc = dump_into(c, argv, object, what, extra, err)) < 0)
         goto cleanup;
@@ -359,12 +359,11 @@ pd_backup_logical(json_t **manifest, const pd_config *cfg, const pd_backup_logic
         goto cleanup;
 
     double secs = pd_time_mono() - t0;
-    pd_log_info("logical backup %s complete: %zu database%s, %s, stored %s in %s, %s", c.id,
-                json_array_size(dbs), json_array_size(dbs) == 1 ? "" : "s",
-                pd_fmt_size(size, sizeof(size), c.bytes),
-                pd_fmt_size(stored, sizeof(stored), c.stored),
-                pd_fmt_duration(dur, sizeof(dur), secs),
-                pd_fmt_rate(rate, sizeof(rate), c.bytes, secs));
+    pd_log_info(
+        "logical backup %s complete: %zu database%s, %s, stored %s in %s, %s", c.id,
+        json_array_size(dbs), json_array_size(dbs) == 1 ? "" : "s",
+        pd_fmt_size(size, sizeof(size), c.bytes), pd_fmt_size(stored, sizeof(stored), c.stored),
+        pd_fmt_duration(dur, sizeof(dur), secs), pd_fmt_rate(rate, sizeof(rate), c.bytes, secs));
     *manifest = m;
     m = NULL;
 cleanup:

@@ -1,4 +1,5 @@
-/* pgdrill restore: a physical backup into an empty directory, or one database of a logical backup into a running server. */
+/* pgdrill restore: a physical backup into an empty directory, or one database of a logical backup
+ * into a running server. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,9 +82,9 @@ static int
 restore_logical(const pd_cmd_args *args)
 {
     static const char *const physical_only[] = {
-        "target-dir",  "tablespace-map", "target-time",     "target-lsn",       "target-xid",
-        "target-name", "target",         "target-action",   "target-timeline", "target-exclusive",
-        "dry-run",     NULL};
+        "target-dir",      "tablespace-map",   "target-time", "target-lsn",
+        "target-xid",      "target-name",      "target",      "target-action",
+        "target-timeline", "target-exclusive", "dry-run",     NULL};
     pd_restore_logical_opts o;
     pd_err err = PD_ERR_INIT;
     pd_config *cfg = NULL;
@@ -160,8 +161,8 @@ pd_cmd_restore(const pd_cmd_args *args)
     }
     if (type && strcmp(type, "logical") == 0)
         return restore_logical(args);
-    static const char *const logical_only[] = {"database", "target-database", "jobs", "clean",
-                                               "temp-dir", NULL};
+    static const char *const logical_only[] = {"database", "target-database", "jobs",
+                                               "clean",    "temp-dir",        NULL};
     for (int i = 0; logical_only[i]; i++) {
         if (pd_cmd_opt(args, logical_only[i])) {
             pd_err_set(&err, PD_EUSAGE, "--%s needs --type logical", logical_only[i]);

@@ -713,8 +713,7 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
         }
         const char *parent = pd_config_get(cfg, "drill-dir");
         if (parent == NULL)
-            parent =
-                getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
+            parent = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
         // The restored databases take about twice the dump (indexes are rebuilt).
         if ((rc = check_disk(&d, parent, 0, 2, err)) < 0)
             goto cleanup;

@@ -416,8 +416,10 @@ int
 pd_scratch_initdb(pd_scratch *s, const char *superuser, pd_err *err)
 {
     char *user = pd_asprintf("--username=%s", superuser);
-    const char *argv[] = {s->initdb, "-D", s->data, user, "--auth=trust", "--encoding=UTF8",
-                          "--locale=C", "--no-sync", "--no-instructions", NULL};
+    const char *argv[] = {s->initdb,    "-D",           s->data,
+                          user,         "--auth=trust", "--encoding=UTF8",
+                          "--locale=C", "--no-sync",    "--no-instructions",
+                          NULL};
     pd_child_opts co = PD_CHILD_OPTS_INIT;
     pd_child_result res;
     char how[PD_CHILD_STATUS_MAX];

@@ -108,8 +108,8 @@ pd_logical_next_statement(const char *sql, size_t n, size_t *pos, size_t *start,
                 }
             }
             i++;
-        } else if (ch == '$' && !(i > 0 && (isalnum((unsigned char)sql[i - 1]) ||
-                                            sql[i - 1] == '_'))) {
+        } else if (ch == '$' &&
+                   !(i > 0 && (isalnum((unsigned char)sql[i - 1]) || sql[i - 1] == '_'))) {
             size_t t = dollar_tag(sql + i, n - i);
             if (t == 0) {
                 i++;
@@ -392,8 +392,7 @@ restore_status(pd_child *ch, int status, const char *target, pd_err *err)
         return 0;
     pd_pgtool_errors(pd_child_output(ch, PD_CHILD_STDERR, NULL, NULL), said, sizeof(said));
     return pd_err_set(err, PD_EPG, "pg_restore into database \"%s\" failed (%s)%s%s", target,
-                      pd_child_format_status(how, sizeof(how), status), said[0] ? ": " : "",
-                      said);
+                      pd_child_format_status(how, sizeof(how), status), said[0] ? ": " : "", said);
 }
 
 /* One job: repository -> pipeline -> pg_restore's stdin, in one transaction. */
@@ -602,9 +601,8 @@ find_logical(json_t **manifest, pd_repo *r, const char *spec, pd_err *err)
         return rc;
     *manifest = NULL;
     for (size_t i = n; i-- > 0;) {
-        if (e[i].complete &&
-            strcmp(json_string_value(json_object_get(e[i].manifest, "type")) ?: "", "logical") ==
-                0) {
+        if (e[i].complete && strcmp(json_string_value(json_object_get(e[i].manifest, "type")) ?: "",
+                                    "logical") == 0) {
             *manifest = json_incref(e[i].manifest);
             break;
         }
@@ -657,8 +655,8 @@ pd_restore_logical(json_t **manifest, const pd_config *cfg, const pd_restore_log
     lo.jobs = o->jobs > 0 ? o->jobs : 1;
     lo.temp_dir = o->temp_dir;
     if (lo.temp_dir == NULL)
-        lo.temp_dir = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR")
-                                                                      : "/var/tmp";
+        lo.temp_dir =
+            getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
     lo.clean = o->clean;
     pd_log_info("restoring database \"%s\" of backup %s into database \"%s\"%s", o->database,
                 json_string_value(json_object_get(m, "id")), lo.target,
