@@ -416,16 +416,18 @@ restore_stream(pd_repo *r, const char *obj, const pd_object_info *info, const ch
     sink = pd_stage_sink_new(child_sink_write, NULL, ch);
     rc = pd_objr_read(r, obj, info, sink, NULL, err);
     if (rc < 0) {
-        // A pg_restore that stopped early says why better than a broken pipe.
-        bool exited = false;
-        if (rc != PD_ECORRUPT && pd_child_poll(ch, &exited, &status, err) == 0 && exited) {
+        // pg_restore stopped reading (it failed): it says why better than the
+        // broken pipe. Any other failure kills it (pd_child_free) before it can
+        // commit: its stdin is never closed on a stream that did not verify.
+        if (rc != PD_ECORRUPT && err->sys_errno == EPIPE) {
             pd_err e2 = PD_ERR_INIT;
-            if (restore_status(ch, status, target, &e2) < 0) {
+            if (pd_child_wait(ch, &status, &e2) == 0 &&
+                restore_status(ch, status, target, &e2) < 0) {
                 *err = e2;
                 rc = e2.code;
             }
         }
-        goto cleanup; // pd_child_free kills pg_restore before it can commit
+        goto cleanup;
     }
     if ((rc = pd_child_wait(ch, &status, err)) < 0)
         goto cleanup;

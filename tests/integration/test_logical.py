@@ -349,3 +349,30 @@ def test_drill_and_verify_fail_on_damaged_dump(src):
                        "app", "--target-database", "from_damaged", config=cfg)
     assert proc.returncode == 3, describe(proc)
     assert src.pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'from_damaged'") == "0"
+
+
+def test_restore_reports_pg_restore_errors(src):
+    """Into another server that lacks the dump's role app_owner: pg_restore
+    fails, pgdrill exits 1 with pg_restore's own error, and drops the
+    database it created (one job streamed, and --jobs 2)."""
+    other = Postgres(name="logical-other").init().start()
+    try:
+        keys = {"repo": src.repo, "key-file": src.key, **other.config_lines()}
+        cfg = write_config({CLUSTER: keys}, directory=src.dir, name="other-server.conf")
+        for extra in ([], ["--jobs", "2"]):
+            proc = run_pgdrill("restore", "--type", "logical", "--backup", src.backup["id"],
+                               "--database", "app", *extra, config=cfg)
+            assert proc.returncode == 1, describe(proc)
+            errors = error_lines(proc)
+            assert len(errors) == 1, errors
+            assert 'pg_restore into database "app" failed' in errors[0], errors
+            assert 'role "app_owner" does not exist' in errors[0], errors
+            assert other.psql("SELECT count(*) FROM pg_database WHERE datname = 'app'") == "0"
+        # With the role there, the same restore works.
+        other.psql("CREATE ROLE app_owner")
+        proc = run_pgdrill("restore", "--type", "logical", "--backup", src.backup["id"],
+                           "--database", "app", config=cfg)
+        assert proc.returncode == 0, describe(proc)
+        assert other.psql(CHECKSUMS, db="app") == src.pg.psql(CHECKSUMS, db="app")
+    finally:
+        other.destroy()
