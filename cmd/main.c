@@ -113,7 +113,10 @@ static const pd_cmd_def commands[] = {
      "reaches), runs the checks (pg_verifybackup, row counts at the backup's end, every\n"
      "database, amcheck, drill-check queries), measures restore, recovery and checks, stores\n"
      "the report in the repository (drills/ID.json) and removes the instance, also on\n"
-     "SIGINT and SIGTERM. Exit 3 when a check fails (the backup is not proven recoverable),\n"
+     "SIGINT and SIGTERM. A logical backup is drilled on a fresh instance from initdb (the\n"
+     "same isolation): the globals, then each database through pg_restore, then the same\n"
+     "checks (exact row counts from dump time); it takes no --target-* option.\n"
+     "Exit 3 when a check fails (the backup is not proven recoverable),\n"
      "or with --enforce-rto when the recovery took longer than drill-rto-objective; exit 1\n"
      "when the drill could not run (for example not enough disk in drill-dir).",
      "pgdrill --cluster main drill --pick random --target random --json",
