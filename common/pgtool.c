@@ -24,6 +24,10 @@ pd_pgtool_env_init(pd_pgtool_env *e, const pd_pg_opts *po)
         snprintf(e->user, sizeof(e->user), "PGUSER=%s", po->user);
         e->env[n++] = e->user;
     }
+    if (po->options) {
+        snprintf(e->options, sizeof(e->options), "PGOPTIONS=%s", po->options);
+        e->env[n++] = e->options;
+    }
     e->env[n++] = "PGDATABASE";
     e->env[n++] = "PGAPPNAME=pgdrill";
     e->env[n] = NULL;

@@ -21,12 +21,13 @@
 /* The environment changes for a child (pd_child_opts.env). */
 typedef struct pd_pgtool_env {
     const char *env[PD_PGTOOL_ENV_MAX]; /* NULL-terminated, pointing into the buffers below */
-    char host[512], port[32], user[160];
+    char host[512], port[32], user[160], options[256];
 } pd_pgtool_env;
 
 /*
- * Fills e from po: PGHOST, PGPORT and PGUSER when set there, PGDATABASE
- * removed (the conninfo names the database), PGAPPNAME=pgdrill.
+ * Fills e from po: PGHOST, PGPORT, PGUSER and PGOPTIONS (po->options) when
+ * set there, PGDATABASE removed (the conninfo names the database),
+ * PGAPPNAME=pgdrill.
  */
 void pd_pgtool_env_init(pd_pgtool_env *e, const pd_pg_opts *po);
 

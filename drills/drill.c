@@ -598,6 +598,8 @@ run_logical(drill *d, const char *parent, pd_err *err)
     server.port = pd_scratch_port(d->scratch);
     server.user = d->user;
     server.dbname = "template1";
+    // The restored roles may carry preload settings (ALTER ROLE ... SET): never in our sessions.
+    server.options = "-c session_preload_libraries= -c local_preload_libraries=";
     rc = pd_logical_apply_globals(d->repo, d->manifest, &server, true, &applied, &skipped, err);
     if (rc == PD_EPG || rc == PD_ECORRUPT || rc == PD_ECHECK) {
         pd_check_add(d->checks, "globals", "fail", "%s", err->msg);

@@ -152,6 +152,11 @@ test_logical_pgtool_env(void **state)
     pd_pgtool_env_init(&e, &po);
     assert_string_equal(e.env[0], "PGDATABASE");
     assert_null(e.env[2]);
+    // Drills: the restored roles' preload settings do not reach pg_restore's sessions.
+    po.options = "-c session_preload_libraries=";
+    pd_pgtool_env_init(&e, &po);
+    assert_string_equal(e.env[0], "PGOPTIONS=-c session_preload_libraries=");
+    assert_string_equal(e.env[1], "PGDATABASE");
 }
 
 int
