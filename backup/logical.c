@@ -12,18 +12,19 @@
  *     written.
  *  3. manifest.json is written last; its presence is the commit.
  *
- * Consistency: each database's rows are counted inside the transaction
- * whose snapshot its pg_dump uses (--snapshot=<exported>), so the counts
- * recorded for drills are exact. The counting runs on a thread of its own
- * on that connection while pg_dump streams, so it adds no wall time while
- * there is a spare core. Databases are dumped one after another, each at
- * its own moment, as pg_dumpall would.
+ * Row counts for drills: the dump itself is read as it streams past
+ * (dumpscan.h), so each table's rows are counted from the COPY data in the
+ * object, exactly, at no cost to the server. Should the scanner not know
+ * the archive (another pg_dump version), the rows are counted on the
+ * server instead, after the dump, inside the transaction whose snapshot the
+ * pg_dump used (--snapshot=<exported>): exact as well, but a second scan.
+ * Databases are dumped one after another, each at its own moment, as
+ * pg_dumpall would.
  *
  * pg_dump runs with -Z0: compression is the repository's (zstd, its
  * worker threads) rather than zlib inside pg_dump, which is single-threaded
  * and would make zstd's work on the dump pointless.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 #include <unistd.h>
 
 #include "backup/backup.h"
+#include "backup/dumpscan.h"
 #include "backup/rowcount.h"
 #include "common/child.h"
 #include "common/fmt.h"
@@ -44,6 +46,8 @@
 
 /* Databases one logical backup holds at most. */
 #define MAX_DATABASES 4096
+/* Tables per database whose row counts are recorded: those with the most data. */
+#define PD_LOGICAL_COUNT_TABLES 20
 
 typedef struct logical_ctx {
     const pd_config *cfg;
@@ -65,7 +69,7 @@ typedef struct logical_ctx {
  */
 static int
 dump_into(logical_ctx *c, const char *const *argv, const char *name, const char *what,
-          json_t *entry_extra, pd_err *err)
+          json_t *entry_extra, pd_dumpscan *scan, pd_err *err)
 {
     pd_child_opts co = PD_CHILD_OPTS_INIT;
     pd_child *ch = NULL;
@@ -91,6 +95,8 @@ dump_into(logical_ctx *c, const char *const *argv, const char *name, const char 
             goto cleanup;
         if (n == 0)
             break;
+        if (scan)
+            pd_dumpscan_feed(scan, c->buf, n);
         if ((rc = pd_stage_write(pd_objw_stage(w), c->buf, n, err)) < 0)
             goto cleanup; // pd_child_free kills the program
     }
@@ -138,27 +144,11 @@ dump_globals(logical_ctx *c, bool passwords, pd_err *err)
     int rc;
 
     json_object_set_new(extra, "role_passwords", json_boolean(passwords));
-    rc = dump_into(c, argv, "globals.sql", "pg_dumpall --globals-only", extra, err);
+    rc = dump_into(c, argv, "globals.sql", "pg_dumpall --globals-only", extra, NULL, err);
     json_decref(extra);
     pd_free(prog);
     pd_free(conn);
     return rc;
-}
-
-/* The row counts of one database, on a thread, in the exporting transaction. */
-typedef struct count_job {
-    pd_pg *pg;
-    const char *db;
-    json_t *counts; /* this thread's own array until joined */
-} count_job;
-
-static void *
-count_main(void *arg)
-{
-    count_job *j = arg;
-
-    pd_rowcount_in_snapshot(j->counts, j->pg, j->db);
-    return NULL;
 }
 
 /* One database: its snapshot, pg_dump streamed into db-<oid>.dump, the counts. */
@@ -176,6 +166,7 @@ dump_database(logical_ctx *c, json_t *db, json_t *counts, pd_err *err)
     char *what = pd_asprintf("pg_dump of database \"%s\"", name);
     char *object = pd_asprintf("db-%s.dump", oid);
     json_t *extra = json_object();
+    pd_dumpscan *scan = NULL;
     uint64_t before = c->bytes;
     double t0 = pd_time_mono();
     int rc;
@@ -191,8 +182,8 @@ dump_database(logical_ctx *c, json_t *db, json_t *counts, pd_err *err)
     res = NULL;
     pd_err e = PD_ERR_INIT;
     if (pd_pg_query_value(pg, "SELECT pg_export_snapshot()", snapshot, sizeof(snapshot), &e) < 0) {
-        pd_log_warning("database \"%s\": no snapshot to share with pg_dump, so no row counts "
-                       "are recorded: %s",
+        pd_log_warning("database \"%s\": no snapshot to share with pg_dump (%s): row counts "
+                       "come from the dump alone",
                        name, e.msg);
         snapshot[0] = '\0';
     }
@@ -200,29 +191,20 @@ dump_database(logical_ctx *c, json_t *db, json_t *counts, pd_err *err)
     const char *argv[] = {
         prog, "--format=custom", "--compress=0", "-d", conn, snapshot[0] ? snaparg : NULL, NULL};
     json_object_set_new(extra, "database", json_string(name));
-    count_job job = {pg, name, json_array()};
-    pthread_t counter;
-    bool counting = snapshot[0] && pthread_create(&counter, NULL, count_main, &job) == 0;
-    if (snapshot[0] && !counting)
-        pd_rowcount_in_snapshot(job.counts, pg, name);
-    rc = dump_into(c, argv, object, what, extra, err);
-    if (counting) {
-        if (rc < 0) {
-            // The backup failed: stop the counting rather than wait for it.
-            PGcancel *cancel = PQgetCancel(pd_pg_conn(pg));
-            char ebuf[256];
-            if (cancel) {
-                (void)PQcancel(cancel, ebuf, sizeof(ebuf));
-                PQfreeCancel(cancel);
-            }
-        }
-        pthread_join(counter, NULL);
-    }
-    if (rc == 0)
-        json_array_extend(counts, job.counts);
-    json_decref(job.counts);
-    if (rc < 0)
+    scan = pd_dumpscan_new();
+    if ((rc = dump_into(c, argv, object, what, extra, scan, err)) < 0)
         goto cleanup;
+    char why[160];
+    if (pd_dumpscan_ok(scan, why, sizeof(why))) {
+        json_t *found = pd_dumpscan_counts(scan, name, PD_LOGICAL_COUNT_TABLES);
+        json_array_extend(counts, found);
+        json_decref(found);
+    } else if (snapshot[0]) {
+        pd_log_info("database \"%s\": counting rows on the server (the dump could not be read "
+                    "for them: %s)",
+                    name, why);
+        pd_rowcount_in_snapshot(counts, pg, name);
+    }
     json_object_set_new(db, "object", json_string(object));
     char size[PD_FMT_BUF], dur[PD_FMT_BUF];
     pd_log_info("dumped database \"%s\": %s in %s", name,
@@ -231,6 +213,7 @@ dump_database(logical_ctx *c, json_t *db, json_t *counts, pd_err *err)
 cleanup:
     PQclear(res);
     pd_pg_free(pg);
+    pd_dumpscan_free(scan);
     json_decref(extra);
     pd_free(prog);
     pd_free(conn);
