@@ -18,6 +18,8 @@ table with row-level security. Then:
   message and commits nothing; a role with pg_read_all_data and BYPASSRLS
   (README's least-privilege role) dumps a database with row-level security;
 - the same backup, verify and restore against an S3 repository (s3rver);
+- status names the newest backup's type, expire counts logical backups by
+  themselves;
 - a logical drill passes on the good backup, and exits 3 on a failing user
   check and on a damaged dump object (which `verify` also finds).
 Damage is done to a copy of the repository, never to the module's own."""
@@ -405,3 +407,24 @@ def test_logical_backup_and_restore_on_s3(src, s3, workdir):
                        "app_from_s3", config=cfg, env=env)
     assert proc.returncode == 0, describe(proc)
     assert src.state("app_from_s3") == src.state("app")
+
+
+def test_status_and_expire_see_logical_backups(src):
+    """status names the newest backup's type; expire --dry-run counts logical
+    backups by themselves and holds back no WAL for them."""
+    proc = run_pgdrill("status", "--json", config=src.cfg)
+    assert proc.returncode == 0, describe(proc)
+    status = json.loads(proc.stdout)
+    assert status["last_backup"]["type"] == "logical", status["last_backup"]
+    cfg = src.config(name="expire.conf", retention_full="1", retention_keep_drilled="no")
+    proc = run_pgdrill("expire", "--dry-run", "--json", config=cfg)
+    assert proc.returncode == 0, describe(proc)
+    plan = json.loads(proc.stdout)
+    complete = [b for b in plan["backups"] if b["state"] == "complete"]
+    assert complete and all(b["type"] == "logical" for b in complete), plan["backups"]
+    before = complete_ids(src.cfg)
+    kept = [b["id"] for b in complete if b["action"] == "keep"]
+    assert kept == [max(b["id"] for b in complete)], plan["backups"]
+    assert plan["dry_run"] is True
+    assert plan["removed_backups"] == len([b for b in plan["backups"] if b["action"] == "remove"])
+    assert complete_ids(src.cfg) == before, "a dry run removes nothing"
