@@ -376,10 +376,44 @@ drop_created(pd_pg *admin, const char *target)
     pd_free(sql);
 }
 
+/*
+ * The sink into pg_restore's stdin holds the stream's last HOLD_BACK bytes
+ * back until the whole object has verified (every tag, the final frame, both
+ * hashes): pg_restore needs the dump's last bytes (the end of its last data
+ * block, or of its table of contents) to finish, so it cannot commit a
+ * restore from an object that turns out damaged at its very end.
+ */
+#define HOLD_BACK (64 * 1024)
+
+typedef struct hold_sink {
+    pd_child *ch;
+    unsigned char *held;
+    size_t n;
+} hold_sink;
+
 static int
-child_sink_write(void *payload, const void *buf, size_t len, pd_err *err)
+hold_write(void *payload, const void *buf, size_t len, pd_err *err)
 {
-    return pd_child_write(payload, buf, len, err);
+    hold_sink *h = payload;
+    const unsigned char *p = buf;
+    int rc;
+
+    if (h->n + len > HOLD_BACK) {
+        size_t emit = h->n + len - HOLD_BACK;
+        size_t from_held = emit < h->n ? emit : h->n;
+        if (from_held > 0 && (rc = pd_child_write(h->ch, h->held, from_held, err)) < 0)
+            return rc;
+        memmove(h->held, h->held + from_held, h->n - from_held);
+        h->n -= from_held;
+        emit -= from_held;
+        if (emit > 0 && (rc = pd_child_write(h->ch, p, emit, err)) < 0)
+            return rc;
+        p += emit;
+        len -= emit;
+    }
+    memcpy(h->held + h->n, p, len);
+    h->n += len;
+    return 0;
 }
 
 /* pg_restore's verdict: PD_EPG with its error lines unless it exited 0. */
@@ -403,6 +437,7 @@ restore_stream(pd_repo *r, const char *obj, const pd_object_info *info, const ch
     pd_child_opts co = PD_CHILD_OPTS_INIT;
     pd_child *ch = NULL;
     pd_stage *sink = NULL;
+    hold_sink hold = {NULL, pd_malloc(HOLD_BACK), 0};
     int status = 0, rc;
 
     co.env = env->env;
@@ -411,10 +446,15 @@ restore_stream(pd_repo *r, const char *obj, const pd_object_info *info, const ch
     co.stderr_mode = PD_CHILD_PIPE;
     if ((rc = pd_child_start(&ch, argv, &co, err)) < 0) {
         pd_err_hint(err, "check pg-bin");
+        pd_free(hold.held);
         return rc;
     }
-    sink = pd_stage_sink_new(child_sink_write, NULL, ch);
+    hold.ch = ch;
+    sink = pd_stage_sink_new(hold_write, NULL, &hold);
     rc = pd_objr_read(r, obj, info, sink, NULL, err);
+    // Verified whole: now the held-back end, and pg_restore may finish.
+    if (rc == 0)
+        rc = pd_child_write(ch, hold.held, hold.n, err);
     if (rc < 0) {
         // pg_restore stopped reading (it failed): it says why better than the
         // broken pipe. Any other failure kills it (pd_child_free) before it can
@@ -435,6 +475,7 @@ restore_stream(pd_repo *r, const char *obj, const pd_object_info *info, const ch
 cleanup:
     pd_stage_free(sink);
     pd_child_free(ch);
+    pd_free(hold.held);
     return rc;
 }
 

@@ -5,7 +5,9 @@
  *
  * One job: the object streams from the repository through the pipeline into
  * pg_restore's stdin (--single-transaction), in constant memory and with no
- * temporary file. --jobs N: pg_restore needs a seekable file for parallel
+ * temporary file; its last 64 KiB are held back until the whole object has
+ * verified, so pg_restore, which needs the dump's end to finish, never
+ * commits a restore from a damaged object. --jobs N: pg_restore needs a seekable file for parallel
  * workers, so the dump is first decrypted (every hash and tag checked) into
  * a temporary file (mode 0600, O_EXCL, in temp_dir) that is removed when
  * pg_restore ends, whatever happens; it costs the dump's plaintext size on

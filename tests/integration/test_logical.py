@@ -361,6 +361,30 @@ def test_drill_and_verify_fail_on_damaged_dump(src):
     assert src.pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'from_damaged'") == "0"
 
 
+def test_restore_of_object_damaged_at_its_end_commits_nothing(src):
+    """Damage in the object's last frame: everything before it verifies and
+    streams into pg_restore, which must still not commit (pgdrill holds the
+    dump's end back until the whole object has verified). Into an existing
+    empty database, which a failed restore does not drop: it stays empty."""
+    damaged = os.path.join(src.dir, "repo-damaged-end")
+    shutil.copytree(src.repo, damaged)
+    app = [d for d in src.backup["databases"] if d["name"] == "app"][0]
+    path = os.path.join(damaged, CLUSTER, "backups", src.backup["id"], app["object"])
+    with open(path, "r+b") as f:
+        f.seek(-3, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-3, os.SEEK_END)
+        f.write(bytes([b[0] ^ 0x01]))
+    cfg = src.config(repo=damaged, name="damaged-end.conf")
+    src.pg.psql("CREATE DATABASE end_target TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    proc = run_pgdrill("restore", "--type", "logical", "--backup", src.backup["id"], "--database",
+                       "app", "--target-database", "end_target", config=cfg)
+    assert proc.returncode == 3, describe(proc)
+    assert app["object"] in error_lines(proc)[0]
+    assert src.pg.psql("SELECT count(*) FROM pg_class WHERE relname = 'orders'",
+                       db="end_target") == "0"
+
+
 def test_restore_reports_pg_restore_errors(src):
     """Into another server that lacks the dump's role app_owner: pg_restore
     fails, pgdrill exits 1 with pg_restore's own error, and drops the
