@@ -362,10 +362,15 @@ def test_drill_and_verify_fail_on_damaged_dump(src):
 
 
 def test_restore_of_object_damaged_at_its_end_commits_nothing(src):
-    """Damage in the object's last frame: everything before it verifies and
-    streams into pg_restore, which must still not commit (pgdrill holds the
-    dump's end back until the whole object has verified). Into an existing
-    empty database, which a failed restore does not drop: it stays empty."""
+    """Damage in the object's last frame: the frames before it verify and
+    stream into pg_restore, which must still not commit: the damaged frame is
+    never forwarded, and pgdrill holds the dump's last 64 KiB back until the
+    whole object and its hashes verified. (This test passes without the
+    hold-back too: the frame check alone stops it here. The hold-back closes
+    the window where every frame verifies and only the manifest's hash
+    differs, which a test cannot hit reliably: pg_restore would have to
+    commit before pgdrill kills it.) Into an existing empty database, which a
+    failed restore does not drop: it stays empty."""
     damaged = os.path.join(src.dir, "repo-damaged-end")
     shutil.copytree(src.repo, damaged)
     app = [d for d in src.backup["databases"] if d["name"] == "app"][0]
