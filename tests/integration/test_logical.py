@@ -20,7 +20,8 @@ table with row-level security. Then:
 - the same backup, verify and restore against an S3 repository (s3rver);
 - status names the newest backup's type, expire counts logical backups by
   themselves;
-- a logical drill passes on the good backup, and exits 3 on a failing user
+- a logical drill passes on the good backup (as root with drill-user, and as
+  the server user itself), and exits 3 on a failing user
   check and on a damaged dump object (which `verify` also finds).
 Damage is done to a copy of the repository, never to the module's own."""
 
@@ -31,8 +32,8 @@ import shutil
 
 import pytest
 
-from harness import (IS_ROOT, SESSION, Postgres, describe, ensure_user, error_lines, run_pgdrill,
-                     write_config)
+from harness import (IS_ROOT, SESSION, Postgres, chown_tree_to_server_user, describe, ensure_user,
+                     error_lines, run_pgdrill, run_pgdrill_as_server, write_config)
 from harness import s3, workdir  # noqa: F401  (fixtures)
 
 CLUSTER = "main"
@@ -323,6 +324,32 @@ def test_drill_passes_on_good_backup(src):
     proc = run_pgdrill("drill", "--backup", src.backup["id"], "--target", "random",
                        config=src.cfg)
     assert proc.returncode == 2, describe(proc)
+
+
+def test_drill_as_server_user(src):
+    """Not root: the instance runs as pgdrill's own user, without a network
+    namespace, and the drill passes the same way; the user's check runs in a
+    restored database."""
+    home = SESSION.mkdir("logical-server-user")
+    repo = os.path.join(home, "repo")
+    shutil.copytree(src.repo, repo)
+    key = os.path.join(home, "main.key")
+    shutil.copyfile(src.key, key)
+    os.chmod(key, 0o600)
+    drills = os.path.join(home, "drills")
+    os.mkdir(drills, 0o700)
+    chown_tree_to_server_user(home)
+    keys = {"repo": repo, "key-file": key, "drill-dir": drills, **src.pg.config_lines(),
+            "drill-check": "SELECT count(*) = 5000 FROM sales.orders",
+            "drill-check-database": "app"}
+    cfg = write_config({CLUSTER: keys}, directory=home, name="server.conf", owner="server")
+    proc = run_pgdrill_as_server("drill", "--json", "--backup", src.backup["id"], config=cfg,
+                                 timeout=600)
+    assert proc.returncode == 0, describe(proc)
+    report = json.loads(proc.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["user check 1"]["result"] == "pass", checks
+    assert os.listdir(drills) == [], "the scratch directory is removed"
 
 
 def test_drill_fails_on_user_check(src):
