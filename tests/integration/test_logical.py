@@ -13,10 +13,15 @@ table with row-level security. Then:
   the same row counts and per-table checksums, the same large objects,
   sequence positions, collations and view;
 - a restore into an existing non-empty database is refused (exit 2) and
-  changes nothing; with --clean it replaces the contents;
+  changes nothing; with --clean it replaces the contents; into a server
+  that lacks the dump's role, pg_restore's own error is exit 1 and the
+  database it created is dropped again; an object damaged in its middle or
+  at its end is exit 3 with nothing committed;
 - a dump by a role without privileges fails (exit 1) with pg_dump's own
   message and commits nothing; a role with pg_read_all_data and BYPASSRLS
-  (README's least-privilege role) dumps a database with row-level security;
+  (README's least-privilege role) dumps a database with row-level security,
+  and large objects need their own grant; role passwords are dumped only
+  with --with-role-passwords;
 - the same backup, verify and restore against an S3 repository (s3rver);
 - status names the newest backup's type, expire counts logical backups by
   themselves;
