@@ -228,8 +228,13 @@ pd_logical_apply_globals(pd_repo *r, json_t *manifest, const pd_pg_opts *server,
                 (*skipped)++;
             } else if (failed++ == 0) {
                 const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-                snprintf(first, sizeof(first), "\"%.80s%s\": %s", stmt, slen > 80 ? "..." : "",
-                         msg ? msg : PQerrorMessage(pd_pg_conn(pg)));
+                // The statement's start names it; never a password (hash) behind it.
+                size_t shown = slen < 80 ? slen : 80;
+                const char *pw = strcasestr(stmt, " PASSWORD");
+                if (pw && (size_t)(pw - stmt) < shown)
+                    shown = (size_t)(pw - stmt);
+                snprintf(first, sizeof(first), "\"%.*s%s\": %s", (int)shown, stmt,
+                         shown < slen ? "..." : "", msg ? msg : PQerrorMessage(pd_pg_conn(pg)));
             }
         }
         PQclear(res);
