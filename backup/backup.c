@@ -122,12 +122,7 @@ on_end(void *payload, pd_err *err)
     c->current = NULL;
     c->bytes_done += info.size;
     c->stored_done += info.stored_size;
-    o = json_object();
-    json_object_set_new(o, "name", json_string(c->current_name));
-    json_object_set_new(o, "size", json_integer((json_int_t)info.size));
-    json_object_set_new(o, "sha256", hex_json(info.sha256, 32));
-    json_object_set_new(o, "stored_size", json_integer((json_int_t)info.stored_size));
-    json_object_set_new(o, "stored_sha256", hex_json(info.stored_sha256, 32));
+    o = pd_backup_object_json(c->current_name, &info);
     json_array_append_new(c->objects, o);
     pd_log_debug("stored object %s: %llu bytes (%llu stored)", c->current_name,
                  (unsigned long long)info.size, (unsigned long long)info.stored_size);
@@ -135,18 +130,18 @@ on_end(void *payload, pd_err *err)
 }
 
 /* Invariant 2: each object is in the repository with the size we wrote. */
-static int
-confirm_objects(backup_ctx *c, pd_err *err)
+int
+pd_backup_confirm_objects(pd_repo *r, const char *id, json_t *objects, pd_err *err)
 {
     json_t *o;
     size_t i;
 
-    json_array_foreach(c->objects, i, o)
+    json_array_foreach(objects, i, o)
     {
-        char *path = pd_asprintf("%s/backups/%s/%s", pd_repo_cluster(c->repo), c->id,
+        char *path = pd_asprintf("%s/backups/%s/%s", pd_repo_cluster(r), id,
                                  json_string_value(json_object_get(o, "name")));
         pd_storage_entry e;
-        int rc = pd_storage_stat(pd_repo_storage(c->repo), path, &e, err);
+        int rc = pd_storage_stat(pd_repo_storage(r), path, &e, err);
         if (rc == 0 && e.size != (uint64_t)json_integer_value(json_object_get(o, "stored_size")))
             rc = pd_err_set(err, PD_EIO,
                             "object \"%s\" has %llu bytes in the repository, %lld were written; "
@@ -158,6 +153,19 @@ confirm_objects(backup_ctx *c, pd_err *err)
             return rc;
     }
     return 0;
+}
+
+json_t *
+pd_backup_object_json(const char *name, const pd_object_info *info)
+{
+    json_t *o = json_object();
+
+    json_object_set_new(o, "name", json_string(name));
+    json_object_set_new(o, "size", json_integer((json_int_t)info->size));
+    json_object_set_new(o, "sha256", hex_json(info->sha256, 32));
+    json_object_set_new(o, "stored_size", json_integer((json_int_t)info->stored_size));
+    json_object_set_new(o, "stored_sha256", hex_json(info->stored_sha256, 32));
+    return o;
 }
 
 static json_t *
@@ -197,12 +205,13 @@ build_manifest(backup_ctx *c, const pd_bb_info *info, time_t start, time_t stop,
 }
 
 /* Writes manifest.json, the commit (invariant 3). */
-static int
-commit_manifest(backup_ctx *c, json_t *m, pd_err *err)
+int
+pd_backup_commit_manifest(pd_repo *r, const char *id, const pd_secret *key,
+                          const unsigned char *key_id, json_t *m, pd_err *err)
 {
     char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    char *name = pd_asprintf("backups/%s/%s", c->id, PD_MANIFEST_NAME);
-    int rc = pd_objw_put(c->repo, name, c->key, c->key_id, true, text, strlen(text), err);
+    char *name = pd_asprintf("backups/%s/%s", id, PD_MANIFEST_NAME);
+    int rc = pd_objw_put(r, name, key, key_id, true, text, strlen(text), err);
 
     pd_free(name);
     pd_free(text);
@@ -219,14 +228,14 @@ count_entry(void *payload, const pd_storage_entry *e, pd_err *err)
 }
 
 /* A new ID that sorts by time and names no object yet (not even a crashed run's). */
-static int
-new_id(backup_ctx *c, pd_err *err)
+int
+pd_backup_new_id(char *id, size_t size, pd_repo *r, pd_err *err)
 {
     for (int tries = 0; tries < 3; tries++) {
         int n = 0;
-        pd_time_id(c->id, sizeof(c->id), time(NULL));
-        char *prefix = pd_asprintf("%s/backups/%s", pd_repo_cluster(c->repo), c->id);
-        int rc = pd_storage_list(pd_repo_storage(c->repo), prefix, count_entry, &n, err);
+        pd_time_id(id, size, time(NULL));
+        char *prefix = pd_asprintf("%s/backups/%s", pd_repo_cluster(r), id);
+        int rc = pd_storage_list(pd_repo_storage(r), prefix, count_entry, &n, err);
         pd_free(prefix);
         if (rc < 0)
             return rc;
@@ -262,7 +271,7 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
         rc = lock;
         goto cleanup;
     }
-    if ((rc = new_id(&c, err)) < 0)
+    if ((rc = pd_backup_new_id(c.id, sizeof(c.id), c.repo, err)) < 0)
         goto cleanup;
     if ((rc = pd_repo_new_data_key(c.repo, &c.key, c.key_id, err)) < 0)
         goto cleanup;
@@ -275,11 +284,11 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
         pd_log_warning("page checksums were not verified (--ignore-checksum-failures)");
     pd_progress_free(c.progress);
     c.progress = NULL;
-    if ((rc = confirm_objects(&c, err)) < 0)
+    if ((rc = pd_backup_confirm_objects(c.repo, c.id, c.objects, err)) < 0)
         goto cleanup;
     time_t stop = time(NULL);
     m = build_manifest(&c, info, start, stop, pd_rowcount_finish(counts));
-    if ((rc = commit_manifest(&c, m, err)) < 0)
+    if ((rc = pd_backup_commit_manifest(c.repo, c.id, c.key, c.key_id, m, err)) < 0)
         goto cleanup;
 
     double secs = pd_time_mono() - t0;

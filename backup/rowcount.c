@@ -174,3 +174,41 @@ pd_rowcount_free(pd_rowcount *rc)
     json_decref(rc->tables);
     pd_free(rc);
 }
+
+void
+pd_rowcount_in_snapshot(json_t *out, pd_pg *pg, const char *db)
+{
+    PGresult *tables = NULL, *res = NULL;
+    pd_err e = PD_ERR_INIT;
+
+    if (pd_pg_query(pg, &tables, largest_sql, 0, NULL, &e) < 0) {
+        pd_log_warning("row counts of database \"%s\" will not be recorded: %s", db, e.msg);
+        return;
+    }
+    for (int k = 0; k < PQntuples(tables); k++) {
+        const char *table = PQgetvalue(tables, k, 0);
+        char *sql = pd_asprintf("SELECT count(*) FROM %s", table); // quote_ident'ed
+        // A savepoint: one table that fails leaves the snapshot usable for the others.
+        if (pd_pg_query(pg, &res, "SAVEPOINT pgdrill_count", 0, NULL, &e) == 0) {
+            PQclear(res);
+            res = NULL;
+            if (pd_pg_query(pg, &res, sql, 0, NULL, &e) == 0) {
+                json_t *o = json_object();
+                json_object_set_new(o, "database", json_string(db));
+                json_object_set_new(o, "table", json_string(table));
+                json_object_set_new(o, "rows",
+                                    json_integer(strtoll(PQgetvalue(res, 0, 0), NULL, 10)));
+                json_object_set_new(o, "changes", json_integer(0));
+                json_array_append_new(out, o);
+            } else {
+                pd_log_warning("row count of table %s in database \"%s\" will not be recorded: %s",
+                               table, db, e.msg);
+                PQclear(PQexec(pd_pg_conn(pg), "ROLLBACK TO SAVEPOINT pgdrill_count"));
+            }
+            PQclear(res);
+            res = NULL;
+        }
+        pd_free(sql);
+    }
+    PQclear(tables);
+}

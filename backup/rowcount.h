@@ -10,6 +10,9 @@
  * backup's consistent point must find a count within that many rows of the
  * recorded one. A table nobody wrote to must match exactly.
  *
+ * A logical backup counts inside the snapshot its pg_dump uses
+ * (pd_rowcount_in_snapshot), so its counts are exact.
+ *
  * Counting never fails a backup: a database or table that cannot be read is
  * logged (as a warning) and left out.
  */
@@ -36,5 +39,14 @@ pd_rowcount *pd_rowcount_begin(const pd_pg_opts *po);
 json_t *pd_rowcount_finish(pd_rowcount *rc);
 
 void pd_rowcount_free(pd_rowcount *rc);
+
+/*
+ * Logical backups: counts the largest tables of the database pg is connected
+ * to, database db, inside pg's open transaction, whose snapshot pg_dump
+ * shares (--snapshot). The counts are exact for the dump, so "changes" is 0.
+ * Appends {database, table, rows, changes} to out; a table that cannot be
+ * counted is logged as a warning and left out.
+ */
+void pd_rowcount_in_snapshot(json_t *out, pd_pg *pg, const char *db);
 
 #endif

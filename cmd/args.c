@@ -114,10 +114,11 @@ pd_cmd_parse(pd_cmd_args *args, const pd_cmd_def *def, int argc, char **argv, pd
         }
         if (idx >= 0) {
             args->values[idx] = value;
-            if (args->n_seen < (int)(sizeof(args->seen) / sizeof(args->seen[0]))) {
-                args->seen[args->n_seen].opt = idx;
-                args->seen[args->n_seen++].value = value;
-            }
+            // A repeatable option given more often than we keep is an error, never a silent drop.
+            if (args->n_seen >= (int)(sizeof(args->seen) / sizeof(args->seen[0])))
+                return usage_error(err, def, "too many options");
+            args->seen[args->n_seen].opt = idx;
+            args->seen[args->n_seen++].value = value;
         } else if (nlen == 6 && strncmp(name, "config", 6) == 0) {
             args->config_path = value;
         } else if (nlen == 7 && strncmp(name, "cluster", 7) == 0) {

@@ -15,6 +15,8 @@
 #define PD_CMD_MAX_OPTS      24
 #define PD_CMD_MAX_OVERRIDES 64
 #define PD_CMD_MAX_POS       8
+/* --database options of one command (each is also one of the 32 "seen" slots). */
+#define PD_CMD_MAX_DATABASES 24
 
 /* An option of one command. */
 typedef struct pd_cmd_optdef {

@@ -41,15 +41,34 @@ pd_cmd_backup(const pd_cmd_args *args)
         pd_err_set(&err, PD_EUSAGE, "unknown backup type \"%s\": use physical or logical", type);
         return pd_cmd_fail(&err);
     }
-    if (type && strcmp(type, "logical") == 0) {
-        pd_err_set(&err, PD_ENOTIMPL, "logical backups are not implemented yet");
-        pd_err_hint(&err, "see README.md, \"What works today\"");
+    bool logical = type && strcmp(type, "logical") == 0;
+    const char *dbs[PD_CMD_MAX_DATABASES + 1];
+    int ndb = pd_cmd_opt_all(args, "database", dbs, PD_CMD_MAX_DATABASES + 1);
+    if (!logical && (ndb > 0 || pd_cmd_flag(args, "with-role-passwords"))) {
+        pd_err_set(&err, PD_EUSAGE, "--database and --with-role-passwords need --type logical");
         return pd_cmd_fail(&err);
     }
+    if (logical && pd_cmd_flag(args, "ignore-checksum-failures")) {
+        pd_err_set(&err, PD_EUSAGE, "--ignore-checksum-failures is for physical backups only");
+        return pd_cmd_fail(&err);
+    }
+    if (ndb > PD_CMD_MAX_DATABASES) {
+        pd_err_set(&err, PD_EUSAGE, "at most %d --database options", PD_CMD_MAX_DATABASES);
+        pd_err_hint(&err, "leave --database out to dump every database");
+        return pd_cmd_fail(&err);
+    }
+    dbs[ndb] = NULL;
     if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
         return rc;
     opts.ignore_checksum_failures = pd_cmd_flag(args, "ignore-checksum-failures");
-    if (pd_backup_physical(&m, cfg, &opts, &err) < 0) {
+    if (logical) {
+        pd_backup_logical_opts lo = {ndb > 0 ? dbs : NULL,
+                                     pd_cmd_flag(args, "with-role-passwords")};
+        rc = pd_backup_logical(&m, cfg, &lo, &err);
+    } else {
+        rc = pd_backup_physical(&m, cfg, &opts, &err);
+    }
+    if (rc < 0) {
         rc = pd_cmd_fail(&err);
     } else if (pd_cmd_flag(args, "json") && pd_json_print(stdout, m, &err) < 0) {
         rc = pd_cmd_fail(&err);

@@ -25,7 +25,8 @@ reach_of(const pd_backup_entry *e, const pd_wal_index *w, pd_wal_reach *reach)
     pd_err ignore = PD_ERR_INIT;
 
     memset(reach, 0, sizeof(*reach));
-    if (e->manifest == NULL ||
+    // Logical backups have no LSNs: nothing to recover them to.
+    if (e->manifest == NULL || strcmp(str(e->manifest, "type"), "physical") != 0 ||
         pd_target_parse_lsn(&stop, str(e->manifest, "stop_lsn"), &ignore) < 0)
         return;
     pd_wal_index_reach(w, (unsigned)json_integer_value(json_object_get(e->manifest, "timeline")),
@@ -57,7 +58,7 @@ entry_json(const pd_backup_entry *e, const pd_wal_index *w, json_t *drills)
     json_object_set_new(j, "last_drill",
                         pd_drill_report_brief(pd_drill_report_last_of(drills, e->id)));
     reach_of(e, w, &reach);
-    if (e->manifest) {
+    if (e->manifest && strcmp(str(m, "type"), "physical") == 0) {
         snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(reach.reach_lsn >> 32),
                  (unsigned)reach.reach_lsn);
         json_object_set_new(j, "recoverable_to_lsn", json_string(lsn));
@@ -117,7 +118,7 @@ pd_cmd_list(const pd_cmd_args *args)
         pd_wal_reach reach;
         char to[40] = "-";
         reach_of(&e[i], w, &reach);
-        if (m)
+        if (m && strcmp(str(m, "type"), "physical") == 0)
             snprintf(to, sizeof(to), "%X/%X%s", (unsigned)(reach.reach_lsn >> 32),
                      (unsigned)reach.reach_lsn, reach.missing[0] ? " (gap)" : "");
         json_t *d = pd_drill_report_last_of(drills, e[i].id);

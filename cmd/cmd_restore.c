@@ -1,4 +1,5 @@
-/* pgdrill restore: a physical backup into an empty directory. */
+/* pgdrill restore: a physical backup into an empty directory, or one database of a logical backup
+ * into a running server. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "cmd/cmd.h"
 #include "common/log.h"
 #include "common/mem.h"
+#include "restore/logical.h"
 #include "restore/restore.h"
 
 /* Quotes a word for the shell PostgreSQL runs restore_command with. */
@@ -75,6 +77,72 @@ one_of(const char *v, const char *const *choices)
     return false;
 }
 
+/* restore --type logical: one database into the running server. */
+static int
+restore_logical(const pd_cmd_args *args)
+{
+    static const char *const physical_only[] = {
+        "target-dir",      "tablespace-map",   "target-time", "target-lsn",
+        "target-xid",      "target-name",      "target",      "target-action",
+        "target-timeline", "target-exclusive", "dry-run",     NULL};
+    pd_restore_logical_opts o;
+    pd_err err = PD_ERR_INIT;
+    pd_config *cfg = NULL;
+    json_t *m = NULL;
+    int rc;
+
+    memset(&o, 0, sizeof(o));
+    for (int i = 0; physical_only[i]; i++) {
+        if (pd_cmd_opt(args, physical_only[i])) {
+            pd_err_set(&err, PD_EUSAGE, "--%s is for physical restores, not --type logical",
+                       physical_only[i]);
+            pd_err_hint(&err, "see \"pgdrill restore --help\"");
+            return pd_cmd_fail(&err);
+        }
+    }
+    o.backup = pd_cmd_opt(args, "backup");
+    o.database = pd_cmd_opt(args, "database");
+    o.target_database = pd_cmd_opt(args, "target-database");
+    o.temp_dir = pd_cmd_opt(args, "temp-dir");
+    o.clean = pd_cmd_flag(args, "clean");
+    o.jobs = 1;
+    if (o.database == NULL) {
+        pd_err_set(&err, PD_EUSAGE, "restore --type logical needs --database DB");
+        pd_err_hint(&err, "pgdrill list --json shows each backup; see \"pgdrill restore --help\"");
+        return pd_cmd_fail(&err);
+    }
+    if (pd_cmd_opt(args, "jobs")) {
+        const char *j = pd_cmd_opt(args, "jobs");
+        char *end = NULL;
+        long v = strtol(j, &end, 10);
+        if (end == j || *end != '\0' || v < 1 || v > 64) {
+            pd_err_set(&err, PD_EUSAGE, "bad --jobs \"%s\": use a number from 1 to 64", j);
+            return pd_cmd_fail(&err);
+        }
+        o.jobs = (int)v;
+    }
+    if (o.temp_dir && o.temp_dir[0] != '/') {
+        pd_err_set(&err, PD_EUSAGE, "bad --temp-dir \"%s\": use an absolute path", o.temp_dir);
+        return pd_cmd_fail(&err);
+    }
+    if ((rc = pd_cmd_load_config(&cfg, args)) != 0)
+        return rc;
+    int read_lock = pd_cmd_read_lock(cfg);
+    if (pd_restore_logical(&m, cfg, &o, &err) < 0) {
+        rc = pd_cmd_fail(&err);
+    } else {
+        rc = PD_EXIT_OK;
+        printf("restored database \"%s\" of backup %s into database \"%s\"\n", o.database,
+               json_string_value(json_object_get(m, "id")),
+               o.target_database ? o.target_database : o.database);
+    }
+    json_decref(m);
+    if (read_lock >= 0)
+        close(read_lock);
+    pd_config_free(cfg);
+    return rc;
+}
+
 int
 pd_cmd_restore(const pd_cmd_args *args)
 {
@@ -86,6 +154,21 @@ pd_cmd_restore(const pd_cmd_args *args)
     json_t *m = NULL;
     int rc;
 
+    const char *type = pd_cmd_opt(args, "type");
+    if (type && strcmp(type, "physical") != 0 && strcmp(type, "logical") != 0) {
+        pd_err_set(&err, PD_EUSAGE, "unknown restore type \"%s\": use physical or logical", type);
+        return pd_cmd_fail(&err);
+    }
+    if (type && strcmp(type, "logical") == 0)
+        return restore_logical(args);
+    static const char *const logical_only[] = {"database", "target-database", "jobs",
+                                               "clean",    "temp-dir",        NULL};
+    for (int i = 0; logical_only[i]; i++) {
+        if (pd_cmd_opt(args, logical_only[i])) {
+            pd_err_set(&err, PD_EUSAGE, "--%s needs --type logical", logical_only[i]);
+            return pd_cmd_fail(&err);
+        }
+    }
     memset(&opts, 0, sizeof(opts));
     opts.target_dir = pd_cmd_opt(args, "target-dir");
     opts.backup = pd_cmd_opt(args, "backup");

@@ -53,12 +53,16 @@ pd_cmd_verify(const pd_cmd_args *args)
             continue;
         double t0 = pd_time_mono();
         rc = pd_verify_backup(&res, r, m, &err);
-        // The archive must be continuous from the backup on (point-in-time recovery).
+        // The archive must be continuous from the backup on (point-in-time recovery);
+        // a logical backup has no LSN and needs no WAL. The parse must not
+        // overwrite the verification's own error.
         uint64_t stop = 0;
         pd_wal_reach reach;
+        pd_err lsn_err = PD_ERR_INIT;
         memset(&reach, 0, sizeof(reach));
-        if (pd_target_parse_lsn(&stop, json_string_value(json_object_get(m, "stop_lsn")) ?: "",
-                                &err) == 0)
+        if (strcmp(json_string_value(json_object_get(m, "type")) ?: "", "physical") == 0 &&
+            pd_target_parse_lsn(&stop, json_string_value(json_object_get(m, "stop_lsn")) ?: "",
+                                &lsn_err) == 0)
             pd_wal_index_reach(w, (unsigned)json_integer_value(json_object_get(m, "timeline")),
                                stop, &reach);
         if (reach.missing[0]) {

@@ -25,14 +25,21 @@ static const pd_cmd_def commands[] = {
      {{"generate-key-file", "PATH", "create a new 32-byte key file (mode 0600) and use it"}}},
     {"backup",
      pd_cmd_backup,
-     "backup [--type physical|logical]",
+     "backup [--type physical|logical] [--database DB ...] [--with-role-passwords]",
      "take a backup and commit it",
-     "Streams a base backup (or pg_dump output) through compression and encryption into the\n"
-     "repository; the backup is committed only when every object is stored and verified.",
-     "pgdrill --cluster main backup --type physical",
+     "Streams a base backup (physical), or each database's pg_dump -Fc and the globals of\n"
+     "pg_dumpall --globals-only (logical; every non-template database unless --database is\n"
+     "given), through compression and encryption into the repository with no temporary file.\n"
+     "The backup is committed only when every object is stored and verified; a failing\n"
+     "pg_dump fails the backup (exit 1) with its own message and commits nothing. Logical\n"
+     "backups record exact row counts of each database's largest tables for drills.",
+     "pgdrill --cluster main backup --type physical\n"
+     "  pgdrill --cluster main backup --type logical --database app --database billing",
      0,
      0,
      {{"type", "TYPE", "physical (default) or logical"},
+      {"database", "DB", "logical: dump this database (repeatable; default: every one)"},
+      {"with-role-passwords", NULL, "logical: keep role passwords in the globals (default: not)"},
       {"ignore-checksum-failures", NULL, "do not have the server verify page checksums"},
       {"json", NULL, "print the committed manifest as JSON on stdout"}}},
     {"list",
@@ -46,15 +53,24 @@ static const pd_cmd_def commands[] = {
      {{"json", NULL, "one JSON document on stdout"}}},
     {"restore",
      pd_cmd_restore,
-     "restore --target-dir DIR [--backup ID|latest] [TARGET OPTIONS]",
-     "restore a backup into a directory, optionally to a point in time",
+     "restore --target-dir DIR [--backup ID|latest] [TARGET OPTIONS]\n"
+     "       restore --type logical --database DB [--target-database NEW] [--jobs N] [--clean]",
+     "restore a backup into a directory, optionally to a point in time; or one database",
      "Restores a physical backup into an empty directory. With a recovery target (or when\n"
      "WAL is archived) it writes restore_command and the target into postgresql.auto.conf and\n"
      "creates recovery.signal; without --backup it picks the newest backup that ended before\n"
      "the target. Run it with --dry-run first: it says which backup and WAL it would use and\n"
-     "whether all of it is there, and writes nothing.",
+     "whether all of it is there, and writes nothing.\n"
+     "With --type logical it restores one database of a logical backup (the newest unless\n"
+     "--backup) into the running server of the configuration through pg_restore: it creates\n"
+     "the target database with the dumped encoding and collation, refuses an existing one\n"
+     "that is not empty unless --clean, streams the dump into pg_restore's stdin in one\n"
+     "transaction, and drops a database it created when the restore fails. --jobs N decrypts\n"
+     "the dump first into a temporary file (mode 0600, in --temp-dir, the dump's size on disk,\n"
+     "removed afterwards) for a parallel pg_restore. Roles are not restored: they must exist.",
      "pgdrill --cluster main restore --target-dir /srv/restore --target-time '2026-11-24 "
-     "02:00:00+00'",
+     "02:00:00+00'\n"
+     "  pgdrill --cluster main restore --type logical --database app --target-database app_copy",
      0,
      0,
      {{"target-dir", "DIR", "empty directory to restore into"},
@@ -68,7 +84,13 @@ static const pd_cmd_def commands[] = {
       {"target-action", "ACTION", "pause, promote or shutdown (PostgreSQL's default: pause)"},
       {"target-timeline", "TLI", "latest (default), current or a timeline number"},
       {"target-exclusive", NULL, "stop just before the target, not after it"},
-      {"dry-run", NULL, "say what would be done, write nothing"}}},
+      {"dry-run", NULL, "say what would be done, write nothing"},
+      {"type", "TYPE", "physical (default) or logical"},
+      {"database", "DB", "logical: the database of the backup to restore"},
+      {"target-database", "NEW", "logical: restore into this database (default: DB)"},
+      {"jobs", "N", "logical: parallel pg_restore jobs, through a temporary file (1)"},
+      {"clean", NULL, "logical: restore into a non-empty database, dropping its objects first"},
+      {"temp-dir", "DIR", "logical --jobs: where the temporary file goes ($TMPDIR, /var/tmp)"}}},
     {"verify",
      pd_cmd_verify,
      "verify [--backup ID|latest|all]",
@@ -91,7 +113,10 @@ static const pd_cmd_def commands[] = {
      "reaches), runs the checks (pg_verifybackup, row counts at the backup's end, every\n"
      "database, amcheck, drill-check queries), measures restore, recovery and checks, stores\n"
      "the report in the repository (drills/ID.json) and removes the instance, also on\n"
-     "SIGINT and SIGTERM. Exit 3 when a check fails (the backup is not proven recoverable),\n"
+     "SIGINT and SIGTERM. A logical backup is drilled on a fresh instance from initdb (the\n"
+     "same isolation): the globals, then each database through pg_restore, then the same\n"
+     "checks (exact row counts from dump time); it takes no --target-* option.\n"
+     "Exit 3 when a check fails (the backup is not proven recoverable),\n"
      "or with --enforce-rto when the recovery took longer than drill-rto-objective; exit 1\n"
      "when the drill could not run (for example not enough disk in drill-dir).",
      "pgdrill --cluster main drill --pick random --target random --json",

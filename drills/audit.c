@@ -88,9 +88,12 @@ audit_role(json_t *findings, pd_pg *pg)
         finding(findings, "warning", "role",
                 "role \"%s\" has CREATEDB, which backups do not need; ALTER ROLE \"%s\" NOCREATEDB",
                 role, role);
+    // Logical backups need BYPASSRLS (pg_dump refuses tables with row-level
+    // security without it), physical ones do not: said, not warned.
     if (PQgetvalue(res, 0, 5)[0] == 't')
-        finding(findings, "warning", "role",
-                "role \"%s\" has BYPASSRLS, which backups do not need; ALTER ROLE \"%s\" "
+        finding(findings, "info", "role",
+                "role \"%s\" has BYPASSRLS, which only logical backups of tables with "
+                "row-level security need; with physical backups only, ALTER ROLE \"%s\" "
                 "NOBYPASSRLS",
                 role, role);
     if (PQgetvalue(res, 0, 4)[0] != 't')

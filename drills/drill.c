@@ -26,6 +26,7 @@
 #include "drills/scratch.h"
 #include "restore/archive_get.h"
 #include "restore/catalog.h"
+#include "restore/logical.h"
 #include "restore/recovery.h"
 #include "restore/restore.h"
 #include "restore/target.h"
@@ -163,10 +164,10 @@ choose_target(drill *d, pd_err *err)
 /* ---- the restore phase ---- */
 
 static int
-check_disk(drill *d, const char *parent, unsigned segments, pd_err *err)
+check_disk(drill *d, const char *parent, unsigned segments, unsigned factor, pd_err *err)
 {
     struct statvfs vfs;
-    uint64_t need = (uint64_t)json_integer_value(json_object_get(d->manifest, "size")) +
+    uint64_t need = factor * (uint64_t)json_integer_value(json_object_get(d->manifest, "size")) +
                     (uint64_t)segments * SEG;
     char n1[PD_FMT_BUF], n2[PD_FMT_BUF];
 
@@ -546,6 +547,104 @@ store_report(drill *d, json_t *report, pd_err *err)
     return rc;
 }
 
+/* ---- logical drills ---- */
+
+/*
+ * A logical backup's drill: a fresh instance from initdb (the backup's
+ * major version), isolated exactly as a physical drill's (the same scratch
+ * instance and settings); the globals, then each database through
+ * pg_restore, every object through its hashes and tags. Tablespaces are
+ * left out (their locations are the source's paths). rto_seconds is the
+ * restore phase: initdb, start, globals and every pg_restore; there is no
+ * recovery. Returns 0 with the verdict in d->checks, or an error when the
+ * drill could not run.
+ */
+static int
+run_logical(drill *d, const char *parent, pd_err *err)
+{
+    const char *repo = pd_config_get(d->cfg, "repo");
+    json_t *dbs = json_object_get(d->manifest, "databases"), *db;
+    double p0;
+    size_t i;
+    int applied = 0, skipped = 0, rc;
+
+    d->target_type = "immediate";
+    d->target_choice = "default";
+    pd_scratch_opts so = {
+        parent,
+        d->backup_id,
+        geteuid() == 0 ? pd_config_get(d->cfg, "drill-user") : NULL,
+        d->pg_bin,
+        (int)(json_integer_value(json_object_get(d->manifest, "pg_version_num")) / 10000),
+        {pd_config_get(d->cfg, "key-file"), repo[0] == '/' ? repo : NULL}};
+    if ((rc = pd_scratch_create(&d->scratch, &so, err)) < 0)
+        return rc;
+
+    // Phase 1: restore (an instance to restore into is part of it).
+    p0 = pd_time_mono();
+    if ((rc = pd_scratch_hand_over(d->scratch, err)) < 0 ||
+        (rc = pd_scratch_initdb(d->scratch, "postgres", err)) < 0 ||
+        (rc = pd_scratch_start(d->scratch, NULL, err)) < 0)
+        return rc;
+    rc = wait_for(d, "SELECT true", "start", err);
+    if (rc == PD_ECHECK) {
+        pd_check_add(d->checks, "restore", "fail", "%s", err->msg);
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+    pd_pg_opts server = PD_PG_OPTS_INIT;
+    server.host = pd_scratch_socket(d->scratch);
+    server.port = pd_scratch_port(d->scratch);
+    server.user = d->user;
+    server.dbname = "template1";
+    // The restored roles may carry preload settings (ALTER ROLE ... SET): never in our sessions.
+    server.options = "-c session_preload_libraries= -c local_preload_libraries=";
+    rc = pd_logical_apply_globals(d->repo, d->manifest, &server, true, &applied, &skipped, err);
+    if (rc == PD_EPG || rc == PD_ECORRUPT || rc == PD_ECHECK) {
+        pd_check_add(d->checks, "globals", "fail", "%s", err->msg);
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+    pd_check_add(d->checks, "globals", "pass",
+                 "%d statements of pg_dumpall --globals-only applied (%d left out: roles that "
+                 "exist, tablespaces)",
+                 applied, skipped);
+    json_array_foreach(dbs, i, db)
+    {
+        pd_logical_db_opts lo = {&server, d->pg_bin, NULL, 1, NULL, false, true, true};
+        const char *name = json_string_value(json_object_get(db, "name")) ?: "?";
+        double t = pd_time_mono();
+        rc = pd_logical_restore_database(d->repo, d->manifest, db, &lo, err);
+        if (rc == PD_EPG || rc == PD_ECORRUPT || rc == PD_ECHECK || rc == PD_ECONFIG) {
+            pd_check_add(d->checks, "restore", "fail", "database \"%s\": %s", name, err->msg);
+            return 0;
+        }
+        if (rc < 0)
+            return rc;
+        pd_log_info("restored database \"%s\" in %.1f s", name, pd_time_mono() - t);
+    }
+    d->t_restore = pd_time_mono() - p0;
+    pd_check_add(d->checks, "restore", "pass",
+                 "globals and %zu database%s restored through pg_restore, every object's hashes "
+                 "and tags checked",
+                 json_array_size(dbs), json_array_size(dbs) == 1 ? "" : "s");
+
+    // Phase 3: the same checks as a physical drill's, at the dump's snapshot.
+    double c0 = pd_time_mono();
+    pd_check_target ct = {pd_scratch_socket(d->scratch), pd_scratch_port(d->scratch), d->user,
+                          "template1"};
+    json_t *found = NULL;
+    pd_checks_row_counts(d->checks, &ct, json_object_get(d->manifest, "row_counts"));
+    pd_checks_databases(d->checks, &ct, &found);
+    pd_checks_amcheck(d->checks, &ct, found, pd_config_get(d->cfg, "drill-amcheck"));
+    pd_checks_user(d->checks, &ct, d->cfg);
+    json_decref(found);
+    d->t_checks += pd_time_mono() - c0;
+    return 0;
+}
+
 /* ---- the drill ---- */
 
 static const char *
@@ -596,12 +695,35 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
     if ((rc = pd_repo_open(&d.repo, cfg, err)) < 0 || (rc = choose_backup(&d, err)) < 0)
         goto cleanup;
     d.backup_id = json_string_value(json_object_get(d.manifest, "id"));
-    if (strcmp(json_string_value(json_object_get(d.manifest, "type")) ?: "", "physical") != 0) {
-        rc = pd_err_set(err, PD_ENOTIMPL,
-                        "backup %s is not a physical backup: drills of logical "
-                        "backups are not built yet",
-                        d.backup_id);
-        goto cleanup;
+    if (strcmp(json_string_value(json_object_get(d.manifest, "type")) ?: "", "logical") == 0) {
+        if (o->target_time || o->target_lsn || o->target_random) {
+            rc = pd_err_set(err, PD_EUSAGE,
+                            "backup %s is a logical backup: it restores to the moment of its "
+                            "dump, with no recovery target",
+                            d.backup_id);
+            pd_err_hint(err, "drill it without --target-time, --target-lsn and --target random");
+            goto cleanup;
+        }
+        pg_bin_for(&d, d.pg_bin, sizeof(d.pg_bin));
+        postgres = pd_asprintf("%s/postgres", d.pg_bin);
+        if (access(postgres, X_OK) < 0) {
+            rc = pd_err_sys(err, PD_ECONFIG, "cannot run \"%s\" for backup %s (PostgreSQL %s)",
+                            postgres, d.backup_id,
+                            json_string_value(json_object_get(d.manifest, "pg_version")) ?: "?");
+            pd_err_hint(err, "install that major version's server package, or set pg-bin");
+            goto cleanup;
+        }
+        const char *parent = pd_config_get(cfg, "drill-dir");
+        if (parent == NULL)
+            parent = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
+        // The restored databases take about twice the dump (indexes are rebuilt).
+        if ((rc = check_disk(&d, parent, 0, 2, err)) < 0)
+            goto cleanup;
+        pd_log_info("drill %s: logical backup %s (ended %s)", id, d.backup_id,
+                    json_string_value(json_object_get(d.manifest, "stop_time")));
+        if ((rc = run_logical(&d, parent, err)) < 0)
+            goto cleanup;
+        goto verdict;
     }
     d.stop_lsn = lsn_of(json_string_value(json_object_get(d.manifest, "stop_lsn")));
     d.tli = (unsigned)json_integer_value(json_object_get(d.manifest, "timeline"));
@@ -660,7 +782,7 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
     const char *parent = pd_config_get(cfg, "drill-dir");
     if (parent == NULL)
         parent = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
-    if ((rc = check_disk(&d, parent, segments, err)) < 0)
+    if ((rc = check_disk(&d, parent, segments, 1, err)) < 0)
         goto cleanup;
     const char *repo = pd_config_get(cfg, "repo");
     pd_scratch_opts so = {

@@ -168,7 +168,15 @@ eval_backup(json_t *items, json_t *st, const pd_health_limits *l)
     age_text(d, sizeof(d), (double)a);
     const char *id = json_string_value(json_object_get(lb, "id")) ?: "?";
     const char *gap = json_string_value(json_object_get(lb, "wal_gap"));
-    if (gap) {
+    // The gap is measured from the newest physical backup (a logical one may be newer).
+    const char *from = json_string_value(json_object_get(lb, "wal_gap_backup")) ?: id;
+    if (gap && strcmp(from, id) != 0) {
+        s = PD_HEALTH_CRITICAL;
+        snprintf(msg, sizeof(msg),
+                 "last backup %s %s ago, but WAL after physical backup %s has a gap at %s: take "
+                 "a new physical backup",
+                 id, d, from, gap);
+    } else if (gap) {
         s = PD_HEALTH_CRITICAL;
         snprintf(msg, sizeof(msg),
                  "last backup %s %s ago, but WAL after it has a gap at %s: take a new backup", id,

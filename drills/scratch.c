@@ -28,6 +28,7 @@
 struct pd_scratch {
     char *dir, *data, *wal, *socket, *log;
     char *postgres; /* the postgres binary */
+    char *initdb;   /* and initdb, beside it */
     int port;
     uid_t uid; /* 0: run as ourselves */
     gid_t gid;
@@ -272,6 +273,7 @@ pd_scratch_create(pd_scratch **out, const pd_scratch_opts *o, pd_err *err)
     s->socket = pd_asprintf("%s/run", s->dir);
     s->log = pd_asprintf("%s/postgres.log", s->dir);
     s->postgres = pd_asprintf("%s/postgres", o->pg_bin);
+    s->initdb = pd_asprintf("%s/initdb", o->pg_bin);
 
     // The guardian first: from here on the directory never outlives us.
     if (pipe2(pfd, O_CLOEXEC) < 0) {
@@ -408,6 +410,37 @@ pd_scratch_hand_over(pd_scratch *s, pd_err *err)
         return pd_err_sys(err, PD_EIO, "could not give \"%s\" to the drill user", s->dir);
     }
     return 0;
+}
+
+int
+pd_scratch_initdb(pd_scratch *s, const char *superuser, pd_err *err)
+{
+    char *user = pd_asprintf("--username=%s", superuser);
+    const char *argv[] = {s->initdb,    "-D",           s->data,
+                          user,         "--auth=trust", "--encoding=UTF8",
+                          "--locale=C", "--no-sync",    "--no-instructions",
+                          NULL};
+    pd_child_opts co = PD_CHILD_OPTS_INIT;
+    pd_child_result res;
+    char how[PD_CHILD_STATUS_MAX];
+    int rc;
+
+    memset(&res, 0, sizeof(res));
+    co.cwd = s->dir;
+    co.uid = s->uid;
+    co.gid = s->gid;
+    if ((rc = pd_child_run(&res, argv, &co, NULL, 0, err)) < 0) {
+        pd_err_hint(err, "check pg-bin");
+    } else if (res.status != 0) {
+        char *nl = strchr(res.stderr_data, '\n');
+        if (nl)
+            *nl = '\0';
+        rc = pd_err_set(err, PD_EFAIL, "initdb for the drill instance %s: %s",
+                        pd_child_format_status(how, sizeof(how), res.status), res.stderr_data);
+    }
+    pd_child_result_free(&res);
+    pd_free(user);
+    return rc;
 }
 
 int
@@ -634,5 +667,6 @@ pd_scratch_free(pd_scratch *s)
     pd_free(s->socket);
     pd_free(s->log);
     pd_free(s->postgres);
+    pd_free(s->initdb);
     pd_free(s);
 }

@@ -61,6 +61,15 @@ bool pd_scratch_netns(const pd_scratch *s);
 PD_MUST_CHECK int pd_scratch_hand_over(pd_scratch *s, pd_err *err);
 
 /*
+ * Logical drills: makes an empty data directory with initdb (the same
+ * major version, from pg_bin of the options) as the instance's user, with
+ * superuser as its bootstrap superuser, encoding UTF8 and locale C (each
+ * database is then created with its own dumped collation). Call after
+ * pd_scratch_hand_over. PD_EFAIL with initdb's error when it fails.
+ */
+PD_MUST_CHECK int pd_scratch_initdb(pd_scratch *s, const char *superuser, pd_err *err);
+
+/*
  * Starts the postmaster with the isolation settings and then settings
  * ("name=value", NULL-terminated: recovery targets and restore_command),
  * which override the restored postgresql.conf and postgresql.auto.conf.

@@ -167,11 +167,13 @@ pd_status_collect(json_t **out, const pd_config *cfg, pd_err *err)
     json_object_set_new(st, "timestamp", json_integer(now));
     json_object_set_new(st, "encryption",
                         json_string(pd_repo_cipher(r) == PD_CIPHER_NONE ? "none" : "aes-256-gcm"));
-    json_t *last = NULL;
+    json_t *last = NULL, *last_physical = NULL;
     for (size_t i = 0; i < n; i++) {
         if (e[i].complete) {
             complete++;
             last = e[i].manifest;
+            if (strcmp(json_string_value(json_object_get(last, "type")) ?: "", "physical") == 0)
+                last_physical = last;
         }
     }
     json_t *b = json_object();
@@ -182,6 +184,7 @@ pd_status_collect(json_t **out, const pd_config *cfg, pd_err *err)
         json_t *lb = json_object();
         json_t *stop = epoch_of(json_object_get(last, "stop_time"));
         json_object_set(lb, "id", json_object_get(last, "id"));
+        json_object_set(lb, "type", json_object_get(last, "type"));
         json_object_set(lb, "stop_time", json_object_get(last, "stop_time"));
         json_object_set_new(lb, "stop_timestamp", stop);
         json_object_set_new(lb, "age_seconds",
@@ -189,16 +192,21 @@ pd_status_collect(json_t **out, const pd_config *cfg, pd_err *err)
                                                   : json_null());
         json_object_set(lb, "size", json_object_get(last, "size"));
         json_object_set(lb, "stored_size", json_object_get(last, "stored_size"));
+        // The WAL gap concerns point-in-time recovery: from the newest
+        // physical backup on, also when a logical backup is newer.
         pd_wal_reach reach;
         uint64_t stop_lsn = 0;
         pd_err ignore = PD_ERR_INIT;
-        if (pd_target_parse_lsn(&stop_lsn,
-                                json_string_value(json_object_get(last, "stop_lsn")) ?: "",
+        if (last_physical &&
+            pd_target_parse_lsn(&stop_lsn,
+                                json_string_value(json_object_get(last_physical, "stop_lsn")) ?: "",
                                 &ignore) == 0) {
-            pd_wal_index_reach(w, (unsigned)json_integer_value(json_object_get(last, "timeline")),
-                               stop_lsn, &reach);
+            pd_wal_index_reach(
+                w, (unsigned)json_integer_value(json_object_get(last_physical, "timeline")),
+                stop_lsn, &reach);
             json_object_set_new(lb, "wal_gap",
                                 reach.missing[0] ? json_string(reach.missing) : json_null());
+            json_object_set(lb, "wal_gap_backup", json_object_get(last_physical, "id"));
         }
         json_object_set_new(st, "last_backup", lb);
     } else {

@@ -122,6 +122,16 @@ pd_recovery_plan(pd_recovery_plan_t *plan, pd_repo *r, const pd_restore_opts *o,
         json_t *m = e[i].manifest;
         if (!e[i].complete)
             continue;
+        // Logical backups restore through pg_restore (restore --type logical), never here.
+        if (strcmp(json_string_value(json_object_get(m, "type")) ?: "", "physical") != 0) {
+            if (o->backup && strcmp(e[i].id, o->backup) == 0) {
+                rc = pd_err_set(err, PD_ECONFIG, "backup %s is a logical backup", e[i].id);
+                pd_err_hint(err, "restore a database of it with restore --type logical --database "
+                                 "DB, or choose a physical backup from pgdrill list");
+                goto cleanup;
+            }
+            continue;
+        }
         if (oldest == NULL)
             oldest = m;
         if (o->backup && strcmp(o->backup, "latest") != 0) {
@@ -140,7 +150,7 @@ pd_recovery_plan(pd_recovery_plan_t *plan, pd_repo *r, const pd_restore_opts *o,
         goto cleanup;
     }
     if (oldest == NULL) {
-        rc = pd_err_set(err, PD_ECONFIG, "cluster \"%s\" has no complete backup",
+        rc = pd_err_set(err, PD_ECONFIG, "cluster \"%s\" has no complete physical backup",
                         pd_repo_cluster(r));
         pd_err_hint(err, "take one with pgdrill backup");
         goto cleanup;

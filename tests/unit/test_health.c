@@ -135,6 +135,16 @@ test_health_levels(void **state)
     assert_non_null(strstr(msg, "gap at 000000010000000000000002"));
     json_decref(items);
     json_decref(st);
+    // A logical backup is newer: the gap is named after the physical backup it concerns.
+    st = status(60, "000000010000000000000002", 60, NULL, "pass", NULL, 86400, json_real(30));
+    json_object_set_new(json_object_get(st, "last_backup"), "wal_gap_backup", json_string("B0"));
+    assert_int_equal(pd_health_evaluate(&items, st, &limits), PD_HEALTH_CRITICAL);
+    assert_string_equal(item(items, "backup", &msg, NULL), "CRITICAL");
+    assert_non_null(strstr(msg, "last backup B1"));
+    assert_non_null(
+        strstr(msg, "WAL after physical backup B0 has a gap at 0000000100000000000000"));
+    json_decref(items);
+    json_decref(st);
     // An old archive is lag, unless the server has not finished a segment since.
     st = status(60, NULL, 2 * 3600, NULL, "pass", NULL, 86400, json_real(30));
     assert_int_equal(pd_health_evaluate(&items, st, &limits), PD_HEALTH_WARNING);
