@@ -423,6 +423,7 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
     pd_repo *r = NULL;
     pd_backup_entry *e = NULL;
     pd_retention_backup *b = NULL;
+    const char ***names = NULL; /* per backup: its databases (logical) */
     seen_list sl = {NULL, 0, 0, 0};
     wal_plan wp;
     json_t *drills = NULL, *rep = NULL, *arr;
@@ -447,12 +448,15 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
     // (1) Planned under the lock, so what is planned is what is removed.
     if ((rc = pd_repo_open(&r, cfg, err)) < 0)
         goto cleanup;
-    if (!opts->dry_run && (rc = lock = pd_repo_lock(cfg, err)) < 0)
-        goto cleanup;
+    // Readers first: expire waits for a running restore, drill or verify
+    // (a drill may take hours) without holding the cluster's lock, so a
+    // backup can still start meanwhile.
     if (!opts->dry_run && (read_lock = pd_repo_read_lock(cfg, true, err)) < 0) {
         rc = err->code;
         goto cleanup;
     }
+    if (!opts->dry_run && (rc = lock = pd_repo_lock(cfg, err)) < 0)
+        goto cleanup;
     prefix = pd_repo_path(r, "backups");
     sl.prefix_len = strlen(prefix) + 1;
     if ((rc = pd_storage_list(pd_repo_storage(r), prefix, on_backup_object, &sl, err)) < 0)
@@ -462,6 +466,7 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
     if ((rc = pd_drill_reports_load(&drills, r, err)) < 0)
         goto cleanup;
     b = pd_calloc(n ? n : 1, sizeof(*b));
+    names = pd_calloc(n ? n : 1, sizeof(*names));
     for (size_t i = 0; i < n; i++) {
         const seen *s = find_seen(&sl, e[i].id);
         json_t *m = e[i].manifest;
@@ -477,6 +482,19 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
         b[i].drill_passed = d && strcmp(jstr(d, "result"), "pass") == 0;
         if (m) {
             b[i].logical = strcmp(jstr(m, "type"), "logical") == 0;
+            json_t *dbs = json_object_get(m, "databases");
+            if (b[i].logical && json_array_size(dbs) > 0) {
+                size_t k;
+                json_t *db;
+                names[i] = pd_calloc(json_array_size(dbs), sizeof(char *));
+                json_array_foreach(dbs, k, db)
+                {
+                    const char *name = json_string_value(json_object_get(db, "name"));
+                    if (name)
+                        names[i][b[i].n_databases++] = name; // borrowed from the manifest
+                }
+                b[i].databases = (const char *const *)names[i];
+            }
             b[i].stop_time = manifest_time(m, "stop_time");
             b[i].timeline = (unsigned)json_integer_value(json_object_get(m, "timeline"));
             if (pd_target_parse_lsn(&lsn, jstr(m, "start_lsn"), &ignore) == 0)
@@ -599,6 +617,9 @@ cleanup:
     wal_plan_free(&wp);
     pd_free(sl.s);
     pd_free(prefix);
+    for (size_t k = 0; names && k < n; k++)
+        pd_free((void *)names[k]);
+    pd_free(names);
     pd_free(b);
     json_decref(drills);
     pd_catalog_free(e, n);

@@ -67,6 +67,21 @@ typedef struct logical_ctx {
  * Runs argv with stdout streamed into object name; commits the object only
  * when the program exited 0. what names the dump in messages.
  */
+/* What to do after a failed pg_dump or pg_dumpall, from what it said. */
+static const char *
+dump_remedy(const char *said)
+{
+    if (strstr(said, "large object"))
+        return "grant SELECT on each large object to the role (see README, \"Least privilege\"); "
+               "nothing was committed";
+    if (strstr(said, "row-level security") || strstr(said, "row security"))
+        return "the role needs BYPASSRLS (see README, \"Least privilege\"); nothing was committed";
+    if (strstr(said, "permission denied"))
+        return "the role needs pg_read_all_data and BYPASSRLS (see README, \"Least privilege\"); "
+               "nothing was committed";
+    return "nothing was committed";
+}
+
 static int
 dump_into(logical_ctx *c, const char *const *argv, const char *name, const char *what,
           json_t *entry_extra, pd_dumpscan *scan, pd_err *err)
@@ -84,6 +99,7 @@ dump_into(logical_ctx *c, const char *const *argv, const char *name, const char 
     co.stdin_mode = PD_CHILD_NULL;
     co.stdout_mode = PD_CHILD_PIPE;
     co.stderr_mode = PD_CHILD_PIPE;
+    co.die_with_parent = true; // no pg_dump left holding its snapshot after a kill
     if ((rc = pd_objw_open(&w, c->repo, obj, c->key, c->key_id, true, err)) < 0)
         goto cleanup;
     if ((rc = pd_child_start(&ch, argv, &co, err)) < 0) {
@@ -108,8 +124,7 @@ dump_into(logical_ctx *c, const char *const *argv, const char *name, const char 
         rc =
             pd_err_set(err, PD_EPG, "%s failed (%s)%s%s", what,
                        pd_child_format_status(how, sizeof(how), status), said[0] ? ": " : "", said);
-        pd_err_hint(err, "the role needs pg_read_all_data and BYPASSRLS (see README, \"Least "
-                         "privilege\"); nothing was committed");
+        pd_err_hint(err, "%s", dump_remedy(said));
         goto cleanup;
     }
     if (text[0]) {

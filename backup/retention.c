@@ -20,16 +20,37 @@ keep(pd_retention_backup *b, pd_retention_reason r)
     }
 }
 
-/* The rules for the complete backups of one type (logical or physical). */
+/*
+ * Whether b is in the set the rules run over: complete physical backups
+ * (db NULL), or the complete logical backups holding database db ("" for
+ * the logical backups whose manifest names none).
+ */
+static bool
+in_set(const pd_retention_backup *b, bool logical, const char *db)
+{
+    if (!b->complete || b->logical != logical)
+        return false;
+    if (!logical)
+        return true;
+    if (b->n_databases == 0)
+        return db[0] == '\0';
+    for (size_t k = 0; k < b->n_databases; k++)
+        if (strcmp(b->databases[k], db) == 0)
+            return true;
+    return false;
+}
+
+/* The rules over one set of complete backups (in_set). */
 static void
-apply_type(pd_retention_backup *b, size_t n, const pd_retention_policy *p, bool logical)
+apply_set(pd_retention_backup *b, size_t n, const pd_retention_policy *p, bool logical,
+          const char *db)
 {
     size_t i, count = 0;
     bool older_kept = false;
     int64_t window = p->now - (int64_t)p->days * 86400;
 
     for (i = n; i-- > 0;) {
-        if (!b[i].complete || b[i].logical != logical)
+        if (!in_set(&b[i], logical, db))
             continue;
         count++;
         if (count == 1)
@@ -60,8 +81,17 @@ pd_retention_apply(pd_retention_backup *b, size_t n, const pd_retention_policy *
         b[i].keep = false;
         b[i].reason = PD_RETENTION_REMOVE_EXPIRED;
     }
-    apply_type(b, n, p, false);
-    apply_type(b, n, p, true);
+    apply_set(b, n, p, false, NULL);
+    // Each database of each logical backup: a set per database (keeping is
+    // idempotent, so a database met again changes nothing).
+    for (i = 0; i < n; i++) {
+        if (!b[i].complete || !b[i].logical)
+            continue;
+        if (b[i].n_databases == 0)
+            apply_set(b, n, p, true, "");
+        for (size_t k = 0; k < b[i].n_databases; k++)
+            apply_set(b, n, p, true, b[i].databases[k]);
+    }
     if (p->keep_drilled) {
         for (i = n; i-- > 0;) {
             if (b[i].complete && b[i].drill_passed) {

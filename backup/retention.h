@@ -32,6 +32,9 @@ typedef struct pd_retention_backup {
     const char *id; /* borrowed */
     bool complete;  /* manifest.json present */
     bool logical;   /* type "logical": counted on its own, needs no WAL */
+    /* logical: the names of the databases it holds (borrowed) */
+    const char *const *databases;
+    size_t n_databases;
     bool expiring;  /* an earlier expire wrote its marker */
     bool drill_passed;
     int64_t stop_time;  /* complete: when the backup finished (seconds since the epoch) */
@@ -53,7 +56,10 @@ typedef struct pd_retention_policy {
 
 /*
  * Decides keep and reason of each of the n backups, which are sorted oldest
- * first (by ID). Rules, for physical and logical backups each on their own:
+ * first (by ID). Rules, for physical backups, and for the logical backups
+ * of each database on their own (a logical backup taken with --database
+ * holds some databases only: it is kept while any rule keeps it for one of
+ * them, so the newest backup of every database survives):
  *  - no retention key set: every complete backup is kept;
  *  - retention-full N keeps the newest N complete backups;
  *  - retention-days D keeps every complete backup that finished after

@@ -57,6 +57,16 @@ entry_json(const pd_backup_entry *e, const pd_wal_index *w, json_t *drills)
                         m ? json_incref(json_object_get(m, "pg_version")) : json_null());
     json_object_set_new(j, "last_drill",
                         pd_drill_report_brief(pd_drill_report_last_of(drills, e->id)));
+    if (m && strcmp(str(m, "type"), "logical") == 0) {
+        // Which databases it holds (a backup taken with --database holds some).
+        json_t *names = json_array(), *db;
+        size_t k;
+        json_array_foreach(json_object_get(m, "databases"), k, db)
+        {
+            json_array_append(names, json_object_get(db, "name"));
+        }
+        json_object_set_new(j, "databases", names);
+    }
     reach_of(e, w, &reach);
     if (e->manifest && strcmp(str(m, "type"), "physical") == 0) {
         snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(reach.reach_lsn >> 32),

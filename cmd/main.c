@@ -115,7 +115,8 @@ static const pd_cmd_def commands[] = {
      "the report in the repository (drills/ID.json) and removes the instance, also on\n"
      "SIGINT and SIGTERM. A logical backup is drilled on a fresh instance from initdb (the\n"
      "same isolation): the globals, then each database through pg_restore, then the same\n"
-     "checks (exact row counts from dump time); it takes no --target-* option.\n"
+     "checks (exact row counts from dump time); it takes no --target-time or --target-lsn,\n"
+     "and --target random means the moment of its dump.\n"
      "Exit 3 when a check fails (the backup is not proven recoverable),\n"
      "or with --enforce-rto when the recovery took longer than drill-rto-objective; exit 1\n"
      "when the drill could not run (for example not enough disk in drill-dir).",
@@ -228,10 +229,11 @@ static const pd_cmd_def global_def = {"", NULL, "", "", "", "", 0, 0, {{NULL, NU
 static void
 print_main_help(void)
 {
-    printf("pgdrill %s: PostgreSQL backups that are proven to restore\n\n"
-           "Usage: pgdrill [--config FILE] [--cluster NAME] COMMAND [OPTIONS]\n\n"
-           "Commands:\n",
-           PD_VERSION);
+    printf(
+        "pgdrill %s: PostgreSQL backups that are proven to restore\n\n"
+        "Usage: pgdrill [--config FILE] [--cluster NAME] [--quiet|--verbose] COMMAND [OPTIONS]\n\n"
+        "Commands:\n",
+        PD_VERSION);
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         printf("  %-13s %s%s\n", commands[i].name, commands[i].summary,
                commands[i].run ? "" : " (not built yet)");

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -74,6 +75,7 @@ struct plan {
     gid_t gid;
     int stdio[3];  /* descriptor to become 0, 1, 2, or -1 to inherit */
     int report_fd; /* write end of the report pipe */
+    pid_t parent;  /* die_with_parent: pgdrill's pid, else 0 */
 };
 
 struct capture {
@@ -213,6 +215,10 @@ child_main(const struct plan *p)
         report = 3;
     }
     close_from(4);
+
+    // Asked for before the check, so a parent gone in between is seen too.
+    if (p->parent != 0 && (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() != p->parent))
+        _exit(127);
 
     // Groups first: after setuid the child could no longer change them.
     if (p->switch_ids && (setgroups(1, &p->gid) < 0 || setgid(p->gid) < 0 || setuid(p->uid) < 0))
@@ -656,6 +662,7 @@ pd_child_start(pd_child **out, const char *const *argv, const pd_child_opts *opt
     plan.switch_ids = opts->uid != 0 && opts->uid != geteuid();
     plan.uid = opts->uid;
     plan.gid = opts->gid;
+    plan.parent = opts->die_with_parent ? getpid() : 0;
 
     for (int s = 0; s < 3; s++) {
         int pfd[2];

@@ -86,6 +86,12 @@ typedef struct pd_child_opts {
      * left open) that the child gets as that stream.
      */
     int files[3];
+    /*
+     * The child gets SIGTERM when pgdrill dies (PR_SET_PDEATHSIG), so that a
+     * pg_restore or pg_dump never goes on alone after pgdrill was killed.
+     * Not for a program meant to outlive pgdrill (a kept drill instance).
+     */
+    bool die_with_parent;
 } pd_child_opts;
 
 #define PD_CHILD_OPTS_INIT                                                                 \

@@ -696,14 +696,20 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
         goto cleanup;
     d.backup_id = json_string_value(json_object_get(d.manifest, "id"));
     if (strcmp(json_string_value(json_object_get(d.manifest, "type")) ?: "", "logical") == 0) {
-        if (o->target_time || o->target_lsn || o->target_random) {
+        // --target random (the scheduled drill's) has one point to choose
+        // from here: the dump's moment. A given time or LSN cannot be met.
+        if (o->target_time || o->target_lsn) {
             rc = pd_err_set(err, PD_EUSAGE,
                             "backup %s is a logical backup: it restores to the moment of its "
                             "dump, with no recovery target",
                             d.backup_id);
-            pd_err_hint(err, "drill it without --target-time, --target-lsn and --target random");
+            pd_err_hint(err, "drill it without --target-time and --target-lsn");
             goto cleanup;
         }
+        if (o->target_random)
+            pd_log_info("backup %s is a logical backup: --target random means the moment of "
+                        "its dump",
+                        d.backup_id);
         pg_bin_for(&d, d.pg_bin, sizeof(d.pg_bin));
         postgres = pd_asprintf("%s/postgres", d.pg_bin);
         if (access(postgres, X_OK) < 0) {

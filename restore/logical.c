@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,7 +268,23 @@ static const char nonempty_sql[] =
     "  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "  AND n.nspname NOT LIKE 'pg\\_toast%') "
     "OR EXISTS (SELECT 1 FROM pg_extension WHERE extname <> 'plpgsql') "
-    "OR EXISTS (SELECT 1 FROM pg_largeobject_metadata)";
+    "OR EXISTS (SELECT 1 FROM pg_largeobject_metadata) "
+    // Objects outside any schema checked above: anything a user made has an
+    // oid from FirstNormalObjectId (16384) on; initdb's own are below.
+    "OR EXISTS (SELECT 1 FROM pg_collation WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_operator WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_opclass WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_opfamily WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_conversion WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_ts_config WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_ts_dict WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_cast WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_publication) "
+    "OR EXISTS (SELECT 1 FROM pg_event_trigger) "
+    "OR EXISTS (SELECT 1 FROM pg_foreign_data_wrapper WHERE oid >= 16384) "
+    "OR EXISTS (SELECT 1 FROM pg_foreign_server) "
+    "OR EXISTS (SELECT 1 FROM pg_default_acl) "
+    "OR EXISTS (SELECT 1 FROM pg_language WHERE oid >= 16384)";
 
 /* The SQL that makes the database as it was dumped (encoding, collation, provider). */
 static char *
@@ -359,6 +376,9 @@ prepare_target(pd_pg *admin, const pd_logical_db_opts *o, const char *target, js
     pd_free(sql);
     if (rc == 0)
         *created = true;
+    else if (strstr(err->msg, "permission denied"))
+        pd_err_hint(err, "a logical restore creates the database and its objects' owners must "
+                         "exist: run it as a superuser (e.g. --pg-user postgres)");
     return rc;
 }
 
@@ -434,6 +454,43 @@ restore_status(pd_child *ch, int status, const char *target, pd_err *err)
                       pd_child_format_status(how, sizeof(how), status), said[0] ? ": " : "", said);
 }
 
+/*
+ * Signals during `restore --type logical` (the guard is the restore
+ * command's; a drill has its own): the handler records the signal and ends
+ * the running pg_restore, so the restore fails the ordinary way and a
+ * database it created is dropped before pgdrill exits.
+ */
+static volatile sig_atomic_t g_signal;
+static volatile sig_atomic_t g_restore_pid; /* the running pg_restore, or 0 */
+static const int g_guarded[3] = {SIGINT, SIGTERM, SIGHUP};
+
+static void
+on_signal(int sig)
+{
+    g_signal = sig;
+    if (g_restore_pid > 0)
+        kill((pid_t)g_restore_pid, SIGTERM);
+}
+
+/* PD_EFAIL once a guarded signal came. */
+static int
+interrupted(pd_err *err)
+{
+    if (g_signal == 0)
+        return 0;
+    return pd_err_set(err, PD_EFAIL, "restore interrupted by signal %d (%s)", (int)g_signal,
+                      strsignal((int)g_signal));
+}
+
+/* A pg_restore that just started: ended at once if a signal came first. */
+static void
+track_child(const pd_child *ch)
+{
+    g_restore_pid = (sig_atomic_t)pd_child_pid(ch);
+    if (g_signal != 0)
+        kill(pd_child_pid(ch), SIGTERM);
+}
+
 /* One job: repository -> pipeline -> pg_restore's stdin, in one transaction. */
 static int
 restore_stream(pd_repo *r, const char *obj, const pd_object_info *info, const char *const *argv,
@@ -449,11 +506,13 @@ restore_stream(pd_repo *r, const char *obj, const pd_object_info *info, const ch
     co.stdin_mode = PD_CHILD_PIPE;
     co.stdout_mode = PD_CHILD_NULL;
     co.stderr_mode = PD_CHILD_PIPE;
-    if ((rc = pd_child_start(&ch, argv, &co, err)) < 0) {
+    co.die_with_parent = true;
+    if ((rc = interrupted(err)) < 0 || (rc = pd_child_start(&ch, argv, &co, err)) < 0) {
         pd_err_hint(err, "check pg-bin");
         pd_free(hold.held);
         return rc;
     }
+    track_child(ch);
     hold.ch = ch;
     sink = pd_stage_sink_new(hold_write, NULL, &hold);
     rc = pd_objr_read(r, obj, info, sink, NULL, err);
@@ -478,13 +537,21 @@ restore_stream(pd_repo *r, const char *obj, const pd_object_info *info, const ch
         goto cleanup;
     rc = restore_status(ch, status, target, err);
 cleanup:
+    g_restore_pid = 0;
     pd_stage_free(sink);
     pd_child_free(ch);
     pd_free(hold.held);
     return rc;
 }
 
-/* --jobs N: decrypt into a private temporary file, then a parallel pg_restore from it. */
+/*
+ * --jobs N: decrypt into a private temporary file, then a parallel
+ * pg_restore from it. The file is unlinked as soon as it exists and reaches
+ * pg_restore as its stdin, named "/dev/stdin" (each worker reopens that
+ * name, which on Linux opens the file itself): so the plaintext dump is
+ * gone from the directory at once and its space returns whenever the
+ * processes end, even on kill -9.
+ */
 static int
 restore_parallel(pd_repo *r, const char *obj, const pd_object_info *info, const char **argv,
                  int file_arg, const pd_pgtool_env *env, const char *temp_dir, const char *target,
@@ -494,11 +561,10 @@ restore_parallel(pd_repo *r, const char *obj, const pd_object_info *info, const 
     char need[PD_FMT_BUF], have[PD_FMT_BUF];
     struct statvfs vfs;
     pd_child_opts co = PD_CHILD_OPTS_INIT;
-    pd_child_result res;
+    pd_child *ch = NULL;
     pd_stage *sink = NULL;
-    int fd = -1, rc;
+    int fd = -1, status = 0, rc;
 
-    memset(&res, 0, sizeof(res));
     if (statvfs(temp_dir, &vfs) < 0) {
         rc = pd_err_sys(err, PD_ECONFIG, "cannot use temporary directory \"%s\"", temp_dir);
         pd_err_hint(err, "set --temp-dir to a directory with room for the dump");
@@ -515,44 +581,42 @@ restore_parallel(pd_repo *r, const char *obj, const pd_object_info *info, const 
     }
     if ((fd = mkostemp(path, O_CLOEXEC)) < 0) {
         rc = pd_err_sys(err, PD_EIO, "could not create a temporary file in \"%s\"", temp_dir);
-        pd_free(path);
-        path = NULL;
         goto cleanup;
     }
-    if (fchmod(fd, 0600) < 0) {
-        rc = pd_err_sys(err, PD_EIO, "could not set the mode of \"%s\"", path);
+    if (unlink(path) < 0 || fchmod(fd, 0600) < 0) {
+        rc = pd_err_sys(err, PD_EIO, "could not prepare temporary file \"%s\"", path);
         goto cleanup;
     }
+    // The sink writes through fd and leaves it open (it borrows &fd).
     sink = pd_fdio_sink_new(&fd, path);
-    if ((rc = pd_objr_read(r, obj, info, sink, NULL, err)) < 0)
+    if ((rc = pd_objr_read(r, obj, info, sink, NULL, err)) < 0 || (rc = interrupted(err)) < 0)
         goto cleanup;
-    if (close(fd) < 0) {
-        fd = -1;
+    if (fsync(fd) < 0 || lseek(fd, 0, SEEK_SET) < 0) {
         rc = pd_err_sys(err, PD_EIO, "could not write \"%s\"", path);
         goto cleanup;
     }
-    fd = -1;
-    argv[file_arg] = path;
+    argv[file_arg] = "/dev/stdin";
     co.env = env->env;
+    co.stdin_mode = PD_CHILD_FILE;
+    co.files[PD_CHILD_STDIN] = fd;
+    co.stdout_mode = PD_CHILD_NULL;
+    co.stderr_mode = PD_CHILD_PIPE;
     co.stderr_max = PD_CHILD_CAPTURE_MAX;
-    if ((rc = pd_child_run(&res, argv, &co, NULL, 0, err)) < 0) {
+    co.die_with_parent = true;
+    if ((rc = pd_child_start(&ch, argv, &co, err)) < 0) {
         pd_err_hint(err, "check pg-bin");
         goto cleanup;
     }
-    if (res.status != 0) {
-        char how[PD_CHILD_STATUS_MAX], said[900];
-        pd_pgtool_errors(res.stderr_data, said, sizeof(said));
-        rc = pd_err_set(err, PD_EPG, "pg_restore into database \"%s\" failed (%s)%s%s", target,
-                        pd_child_format_status(how, sizeof(how), res.status), said[0] ? ": " : "",
-                        said);
-    }
+    track_child(ch);
+    if ((rc = pd_child_wait(ch, &status, err)) < 0)
+        goto cleanup;
+    rc = restore_status(ch, status, target, err);
 cleanup:
+    g_restore_pid = 0;
     pd_stage_free(sink);
+    pd_child_free(ch);
     if (fd >= 0)
         close(fd);
-    if (path)
-        unlink(path);
-    pd_child_result_free(&res);
     pd_free(path);
     return rc;
 }
@@ -626,8 +690,23 @@ cleanup:
 
 /* ---- the restore command ---- */
 
+/* Whether a logical backup's manifest lists database. */
+static bool
+holds(json_t *manifest, const char *database)
+{
+    size_t k;
+    json_t *db;
+
+    json_array_foreach(json_object_get(manifest, "databases"), k, db)
+    {
+        if (strcmp(json_string_value(json_object_get(db, "name")) ?: "", database) == 0)
+            return true;
+    }
+    return false;
+}
+
 static int
-find_logical(json_t **manifest, pd_repo *r, const char *spec, pd_err *err)
+find_logical(json_t **manifest, pd_repo *r, const char *spec, const char *database, pd_err *err)
 {
     pd_backup_entry *e = NULL;
     size_t n = 0;
@@ -648,18 +727,24 @@ find_logical(json_t **manifest, pd_repo *r, const char *spec, pd_err *err)
     if ((rc = pd_catalog_list(&e, &n, r, err)) < 0)
         return rc;
     *manifest = NULL;
+    // The newest that holds the database: a backup taken with --database
+    // may hold others only.
     for (size_t i = n; i-- > 0;) {
-        if (e[i].complete && strcmp(json_string_value(json_object_get(e[i].manifest, "type")) ?: "",
-                                    "logical") == 0) {
+        if (e[i].complete &&
+            strcmp(json_string_value(json_object_get(e[i].manifest, "type")) ?: "", "logical") ==
+                0 &&
+            holds(e[i].manifest, database)) {
             *manifest = json_incref(e[i].manifest);
             break;
         }
     }
     pd_catalog_free(e, n);
     if (*manifest == NULL) {
-        rc = pd_err_set(err, PD_ECONFIG, "cluster \"%s\" has no complete logical backup",
-                        pd_repo_cluster(r));
-        return pd_err_hint(err, "take one with pgdrill backup --type logical");
+        rc = pd_err_set(err, PD_ECONFIG,
+                        "cluster \"%s\" has no complete logical backup of database \"%s\"",
+                        pd_repo_cluster(r), database);
+        return pd_err_hint(err, "pgdrill list --json shows the databases of each logical backup; "
+                                "take one with pgdrill backup --type logical");
     }
     return 0;
 }
@@ -680,7 +765,7 @@ pd_restore_logical(json_t **manifest, const pd_config *cfg, const pd_restore_log
     *manifest = NULL;
     if ((rc = pd_repo_open(&r, cfg, err)) < 0)
         goto cleanup;
-    if ((rc = find_logical(&m, r, o->backup, err)) < 0)
+    if ((rc = find_logical(&m, r, o->backup, o->database, err)) < 0)
         goto cleanup;
     json_array_foreach(json_object_get(m, "databases"), i, x)
     {
@@ -709,7 +794,22 @@ pd_restore_logical(json_t **manifest, const pd_config *cfg, const pd_restore_log
     pd_log_info("restoring database \"%s\" of backup %s into database \"%s\"%s", o->database,
                 json_string_value(json_object_get(m, "id")), lo.target,
                 lo.jobs > 1 ? ", through a temporary file for --jobs" : "");
-    if ((rc = pd_logical_restore_database(r, m, db, &lo, err)) < 0)
+    struct sigaction sa, saved[3];
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    g_signal = 0;
+    for (int k = 0; k < 3; k++)
+        sigaction(g_guarded[k], &sa, &saved[k]);
+    rc = pd_logical_restore_database(r, m, db, &lo, err);
+    for (int k = 0; k < 3; k++)
+        sigaction(g_guarded[k], &saved[k], NULL);
+    if (rc < 0 && g_signal != 0) {
+        pd_err_clear(err);
+        rc = interrupted(err);
+        pd_err_hint(err, "run the restore again; a database it had created was dropped");
+    }
+    if (rc < 0)
         goto cleanup;
     pd_log_info("restored database \"%s\" into \"%s\" in %s", o->database, lo.target,
                 pd_fmt_duration(dur, sizeof(dur), pd_time_mono() - t0));

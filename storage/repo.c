@@ -996,20 +996,18 @@ pd_repo_read_lock(const pd_config *cfg, bool exclusive, pd_err *err)
         pd_free(path);
         return fd;
     }
-    if (exclusive) {
-        pd_err_set(err, PD_EFAIL,
-                   "cluster \"%s\" is being read by a restore, drill or verify; expire would "
-                   "remove backups under it",
-                   pd_config_cluster(cfg));
-        pd_err_hint(err, "run expire when it has finished (schedule expire apart from drills)");
-    } else {
+    // Busy: a writer (expire) waits for the readers to finish, a reader
+    // for expire. Either way the wait is said, once.
+    if (exclusive)
+        pd_log_info("waiting for the restore, drill or verify reading cluster \"%s\" to finish",
+                    pd_config_cluster(cfg));
+    else
         pd_log_info("waiting for expire to finish on cluster \"%s\"", pd_config_cluster(cfg));
-        if (flock(fd, LOCK_SH) == 0) {
-            pd_free(path);
-            return fd;
-        }
-        pd_err_sys(err, PD_EIO, "could not lock \"%s\"", path);
+    if (flock(fd, exclusive ? LOCK_EX : LOCK_SH) == 0) {
+        pd_free(path);
+        return fd;
     }
+    pd_err_sys(err, PD_EIO, "could not lock \"%s\"", path);
     close(fd);
     pd_free(path);
     return -1;

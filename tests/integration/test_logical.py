@@ -34,11 +34,14 @@ import glob
 import json
 import os
 import shutil
+import signal
+import subprocess
 
 import pytest
 
 from harness import (IS_ROOT, SESSION, Postgres, chown_tree_to_server_user, describe, ensure_user,
-                     error_lines, run_pgdrill, run_pgdrill_as_server, write_config)
+                     error_lines, pgdrill_bin, pgdrill_env, run_pgdrill, run_pgdrill_as_server,
+                     wait_for, write_config)
 from harness import s3, workdir  # noqa: F401  (fixtures)
 
 CLUSTER = "main"
@@ -220,6 +223,64 @@ def test_restore_round_trip_one_job_and_parallel(src):
     assert os.listdir(temp) == [], "the temporary file of --jobs is removed"
 
 
+def _children(pid, name):
+    """Pids of pid's direct children whose command is name."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == pid and comm == name:
+            found.append(int(entry))
+    return found
+
+
+def test_restore_interrupted_by_sigterm_leaves_nothing(src):
+    """SIGTERM to pgdrill while its parallel pg_restore runs: pg_restore is
+    ended, the database the restore created is dropped, exit 1 naming the
+    signal; the decrypted dump was never visible in --temp-dir (unlinked as
+    soon as it was made)."""
+    src.pg.psql("CREATE DATABASE big")
+    src.pg.psql("CREATE TABLE t AS SELECT g AS id, md5(g::text) AS h "
+                "FROM generate_series(1, 1500000) g; CREATE INDEX ON t (h); CREATE INDEX ON t (id)",
+                db="big")
+    proc = run_pgdrill("backup", "--type", "logical", "--database", "big", "--json",
+                       config=src.cfg)
+    assert proc.returncode == 0, describe(proc)
+    backup_id = json.loads(proc.stdout)["id"]
+    temp = os.path.join(src.dir, "sigterm-tmp")
+    os.mkdir(temp, 0o700)
+    p = subprocess.Popen([pgdrill_bin(), "--config", src.cfg, "restore", "--type", "logical",
+                          "--backup", backup_id, "--database", "big", "--target-database",
+                          "big_copy", "--jobs", "2", "--temp-dir", temp],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=pgdrill_env())
+    try:
+        wait_for(lambda: _children(p.pid, "pg_restore") or p.poll() is not None, 120,
+                 "pg_restore to start")
+        restorers = _children(p.pid, "pg_restore")
+        assert p.poll() is None and restorers, "the restore ended before it could be interrupted"
+        assert os.listdir(temp) == [], "the decrypted dump is unlinked while in use"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1, (out, err)
+    assert "restore interrupted by signal" in err and "dropped" in err, err
+    wait_for(lambda: not any(os.path.exists(f"/proc/{r}") for r in restorers), 30,
+             "pg_restore to end")
+    assert src.pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'big_copy'") == "0"
+    assert os.listdir(temp) == []
+    src.pg.psql("DROP DATABASE big")
+
+
 def test_restore_refuses_non_empty_database_without_clean(src):
     src.pg.psql("CREATE DATABASE busy")
     src.pg.psql("CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (1)", db="busy")
@@ -240,6 +301,17 @@ def test_restore_refuses_non_empty_database_without_clean(src):
                        "empty_one", config=src.cfg)
     assert proc.returncode == 0, describe(proc)
     assert src.state("empty_one") == src.state("app")
+    # Objects outside the schemas count too (a review found these ignored).
+    for i, ddl in enumerate([
+            "CREATE COLLATION my_coll (provider = icu, locale = 'und')",
+            "CREATE PUBLICATION my_pub",
+            "CREATE TEXT SEARCH CONFIGURATION my_ts (COPY = simple)"]):
+        src.pg.psql(f"CREATE DATABASE odd{i}")
+        src.pg.psql(ddl, db=f"odd{i}")
+        proc = run_pgdrill("restore", "--type", "logical", "--database", "app",
+                           "--target-database", f"odd{i}", config=src.cfg)
+        assert proc.returncode == 2, (ddl, describe(proc))
+        assert f'database "odd{i}" exists and is not empty' in proc.stderr, describe(proc)
 
 
 def test_restore_usage_errors(src):
@@ -247,7 +319,7 @@ def test_restore_usage_errors(src):
     assert proc.returncode == 2 and "needs --database" in proc.stderr, describe(proc)
     proc = run_pgdrill("restore", "--type", "logical", "--database", "nope",
                        "--target-database", "x", config=src.cfg)
-    assert proc.returncode == 2 and 'has no database "nope"' in proc.stderr, describe(proc)
+    assert proc.returncode == 2 and 'no complete logical backup of database "nope"' in proc.stderr, describe(proc)
     proc = run_pgdrill("restore", "--target-dir", os.path.join(src.dir, "phys"), "--backup",
                        src.backup["id"], config=src.cfg)
     assert proc.returncode == 2 and "is a logical backup" in proc.stderr, describe(proc)
@@ -325,10 +397,16 @@ def test_drill_passes_on_good_backup(src):
     proc = run_pgdrill("list", "--json", config=src.cfg)
     entry = [b for b in json.loads(proc.stdout) if b["id"] == src.backup["id"]][0]
     assert entry["last_drill"]["result"] == "pass"
-    # A recovery target makes no sense for a dump.
-    proc = run_pgdrill("drill", "--backup", src.backup["id"], "--target", "random",
-                       config=src.cfg)
+    # A recovery target makes no sense for a dump ...
+    proc = run_pgdrill("drill", "--backup", src.backup["id"], "--target-time",
+                       "2026-01-01 00:00:00+00", config=src.cfg)
     assert proc.returncode == 2, describe(proc)
+    # ... but the scheduled drill's --target random (contrib's units) means
+    # the dump's moment, so a logical pick does not fail the unit.
+    proc = run_pgdrill("drill", "--json", "--backup", src.backup["id"], "--target", "random",
+                       config=src.cfg, timeout=600)
+    assert proc.returncode == 0, describe(proc)
+    assert json.loads(proc.stdout)["result"] == "pass"
 
 
 def test_drill_as_server_user(src):
@@ -477,6 +555,10 @@ def test_status_and_expire_see_logical_backups(src):
     assert proc.returncode == 0, describe(proc)
     status = json.loads(proc.stdout)
     assert status["last_backup"]["type"] == "logical", status["last_backup"]
+    # A backup of one database only, newest of all: it must not push out
+    # the only backups of the others (reproduces a review's finding).
+    proc = run_pgdrill("backup", "--type", "logical", "--database", "postgres", config=src.cfg)
+    assert proc.returncode == 0, describe(proc)
     cfg = src.config(name="expire.conf", retention_full="1", retention_keep_drilled="no")
     proc = run_pgdrill("expire", "--dry-run", "--json", config=cfg)
     assert proc.returncode == 0, describe(proc)
@@ -485,7 +567,17 @@ def test_status_and_expire_see_logical_backups(src):
     assert complete and all(b["type"] == "logical" for b in complete), plan["backups"]
     before = complete_ids(src.cfg)
     kept = [b["id"] for b in complete if b["action"] == "keep"]
-    assert kept == [max(b["id"] for b in complete)], plan["backups"]
+    # retention-full 1 counts per database: the newest backup holding each
+    # database stays (a backup taken with --database holds some only).
+    proc = run_pgdrill("list", "--json", config=src.cfg)
+    listed = {b["id"]: b for b in json.loads(proc.stdout) if b["state"] == "complete"}
+    newest = {}
+    for bid in sorted(listed):
+        for name in listed[bid]["databases"]:
+            newest[name] = bid
+    assert sorted(kept) == sorted(set(newest.values())), (plan["backups"], newest)
+    assert max(b["id"] for b in complete) in kept
+    assert any("app" in listed[k]["databases"] for k in kept), (kept, listed)
     assert plan["dry_run"] is True
     assert plan["removed_backups"] == len([b for b in plan["backups"] if b["action"] == "remove"])
     assert complete_ids(src.cfg) == before, "a dry run removes nothing"

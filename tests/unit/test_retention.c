@@ -161,6 +161,30 @@ test_retention_logical_counted_apart(void **state)
     assert_int_equal(floor, 4);
 }
 
+/*
+ * A logical backup of some databases (--database) does not push out the
+ * only backups of the others: each database keeps its own newest N.
+ */
+static void
+test_retention_logical_counted_per_database(void **state)
+{
+    static const char *const both[] = {"app", "postgres"}, *const pg_only[] = {"postgres"};
+    pd_retention_backup b[] = {logical("a", 4), logical("b", 3), logical("c", 2), logical("d", 1)};
+    pd_retention_policy p = policy(1, 0);
+
+    (void)state;
+    for (int i = 0; i < 2; i++) {
+        b[i].databases = both;
+        b[i].n_databases = 2;
+    }
+    b[2].databases = b[3].databases = pg_only;
+    b[2].n_databases = b[3].n_databases = 1;
+    pd_retention_apply(b, 4, &p);
+    // b is the newest holding "app", d the newest holding "postgres".
+    assert_kept(b, 4, "RKRK");
+    assert_int_equal(b[1].reason, PD_RETENTION_KEEP_NEWEST); // of its database
+}
+
 static void
 test_retention_keep_drilled(void **state)
 {
@@ -290,6 +314,7 @@ main(void)
         cmocka_unit_test(test_retention_days_all_old_keeps_only_the_newest),
         cmocka_unit_test(test_retention_full_and_days_remove_only_when_both_allow),
         cmocka_unit_test(test_retention_logical_counted_apart),
+        cmocka_unit_test(test_retention_logical_counted_per_database),
         cmocka_unit_test(test_retention_keep_drilled),
         cmocka_unit_test(test_retention_incomplete_grace),
         cmocka_unit_test(test_retention_wal_floor_per_timeline),
