@@ -377,9 +377,10 @@ open_header(open_stage *o, pd_err *err)
         return rc;
     o->buf = pd_malloc(LEN_SIZE + o->frame_size + PD_OBJ_TAG_SIZE);
     // Compression is known only now: put a decompressor in front of next.
-    // When parallel, the decompressor runs whole zstd frames on its own
-    // threads and next (with everything after it) runs on another
-    // (open -> unzstd -> async -> next), so a decode uses every core.
+    // When parallel, open, the decompressor (which finds frame boundaries,
+    // and streams frames without a content size), its own threads running
+    // whole zstd frames, and next with everything after it all run on
+    // threads of their own: open -> async -> unzstd -> async -> next.
     pd_stage *next = o->base.next;
     o->base.next = NULL;
     if (o->opts.parallel)
@@ -388,6 +389,8 @@ open_header(open_stage *o, pd_err *err)
         int workers = o->opts.parallel ? PD_OBJ_DECODE_THREADS : 0;
         if ((rc = pd_stage_unzstd_new(&next, o->identity, workers, next, err)) < 0)
             return rc; // next was freed with the failed stage
+        if (o->opts.parallel)
+            next = pd_stage_async_new(next, PD_ASYNC_SLOT, PD_ASYNC_SLOTS);
     }
     o->base.next = next;
     return 0;
