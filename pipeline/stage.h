@@ -121,9 +121,11 @@ PD_MUST_CHECK int pd_stage_zstd_new(pd_stage **out, const pd_zstd_opts *opts, pd
  * PD_ECORRUPT. The window is capped (PD_ZSTD_MAX_WINDOW_LOG) so a hostile
  * object cannot make us allocate more. Frames whose header gives a content
  * size of at most PD_ZSTD_MAX_CHUNK are decompressed whole, on workers
- * threads of the stage's own (0: on the caller's thread), and forwarded in
- * order on the caller's thread; other frames are streamed through one
- * decoder, in order. Memory is workers + 2 frame buffers, allocated at
+ * threads of the stage's own; other frames are streamed through one decoder
+ * on the caller's thread. With workers > 0, next (and everything after it)
+ * runs on one more thread of the stage's, which forwards the output in
+ * order, until finish; with 0, everything runs on the caller's thread.
+ * Memory is workers + 3 frame buffers (1 with no workers), allocated at
  * creation.
  */
 #define PD_ZSTD_MAX_WINDOW_LOG 24
@@ -138,14 +140,6 @@ PD_MUST_CHECK int pd_stage_unzstd_new(pd_stage **out, const char *what, int work
 #define PD_ASYNC_SLOT  (1024 * 1024)
 #define PD_ASYNC_SLOTS 8
 pd_stage *pd_stage_async_new(pd_stage *next, size_t slot_size, size_t nslots);
-
-/*
- * Zero-copy into an async stage: reserve gives the free part of its current
- * slot (false when s is not a push-mode async stage or has failed); the
- * producer writes up to len bytes there and commits how many it wrote.
- */
-bool pd_stage_async_reserve(pd_stage *s, void **buf, size_t *len);
-PD_MUST_CHECK int pd_stage_async_commit(pd_stage *s, size_t n, pd_err *err);
 
 /*
  * A sink for pull-style consumers (libarchive reads, a child's stdin):

@@ -12,18 +12,22 @@
  * versions wrote, goes through one streaming decoder.
  *
  * Invariants:
- *  1. Memory is fixed at creation: a ring of njobs jobs (workers + 2), each
- *     with an input and an output buffer, and one libzstd context per
- *     thread. Nothing is reallocated; every length read from the stream is
- *     checked against these buffers before bytes are copied.
- *  2. Output leaves in input order, on the caller's thread only: jobs are
- *     emitted from the head of the ring, and a streamed frame starts only
- *     after every job before it has been emitted. Workers never call next.
- *  3. A job's buffers belong to the producer (the caller's thread) while the
- *     job is JOB_FREE or JOB_DONE and to one worker while it is
- *     JOB_RUNNING; state changes under the pool mutex.
- *  4. Workers only run libzstd; errors are formatted on the caller's thread
- *     from the job's libzstd result.
+ *  1. Memory is fixed at creation: a ring of njobs jobs (workers + 2, or + 3
+ *     with an emitter), each with an input and an output buffer, and one
+ *     libzstd context per thread. Nothing is reallocated; every length read
+ *     from the stream is checked against these buffers before bytes are
+ *     copied.
+ *  2. Output leaves in input order, from the head of the ring only, and on
+ *     one thread only: the caller's (compression, or no threads) or the
+ *     emitter's (decompression with threads), which alone calls next until
+ *     finish has joined it. A streamed frame's output goes into jobs too,
+ *     so it queues behind every frame before it. Workers never call next.
+ *  3. A job's buffers belong to the producer (the caller's thread) while it
+ *     fills the job, to one worker while it is JOB_RUNNING, and to whoever
+ *     emits once it is JOB_DONE; state, head and count change under the
+ *     pool mutex.
+ *  4. Workers only run libzstd; errors are formatted by whoever emits, from
+ *     the job's libzstd result.
  */
 #include <pthread.h>
 #include <string.h>
@@ -77,8 +81,8 @@ struct zstd_stage {
     bool decompress;
     char *what; /* object name for messages (decompression) */
 
-    // Streaming: compression with opts.stream, decompression of frames
-    // without a usable content size.
+    // Streaming: compression with opts.stream (sout its output buffer), and
+    // decompression of frames without a usable content size (into jobs).
     ZSTD_CCtx *scctx;
     ZSTD_DCtx *sdctx;
     unsigned char *sout;
@@ -93,8 +97,15 @@ struct zstd_stage {
     worker_arg *args;
     int started;
     pthread_mutex_t mu;
-    pthread_cond_t work_cv, done_cv;
+    pthread_cond_t work_cv, done_cv, free_cv;
     bool stopping;
+    // Decompression with threads: an emitter thread forwards done jobs, in
+    // order, and is the only one to call next until finish joins it.
+    bool use_emitter;
+    pthread_t emitter_thread;
+    bool emitter_started, draining, emitter_done;
+    int emit_rc; /* the emitter's failure, with emit_err */
+    pd_err emit_err;
     job *jobs;
     size_t njobs, in_cap, out_cap;
     size_t head;  /* oldest job not yet emitted */
@@ -178,19 +189,7 @@ worker(void *arg)
     return NULL;
 }
 
-static int
-start_threads(zstd_stage *z, pd_err *err)
-{
-    for (; z->started < z->nthreads; z->started++) {
-        z->args[z->started].z = z;
-        z->args[z->started].index = z->started;
-        if (pthread_create(&z->threads[z->started], NULL, worker, &z->args[z->started]) != 0)
-            return pd_err_set(err, PD_EFAIL, "could not start a zstd thread");
-    }
-    return 0;
-}
-
-/* Checks a finished job's result and forwards its output (producer). */
+/* Checks a finished job's result and forwards its output (producer or emitter). */
 static int
 emit_job(zstd_stage *z, job *j, pd_err *err)
 {
@@ -203,6 +202,79 @@ emit_job(zstd_stage *z, job *j, pd_err *err)
     if (z->decompress && j->result != j->out_len)
         return corrupt(z, err, "a frame decompressed to another size than its header gives");
     return j->out_len > 0 ? pd_stage_forward(&z->base, j->out, j->out_len, err) : 0;
+}
+
+/* Frees the job at the head of the ring. Locked, or the producer's alone. */
+static void
+release_head(zstd_stage *z)
+{
+    job *j = &z->jobs[z->head];
+
+    j->state = JOB_FREE;
+    j->in_len = j->out_len = 0;
+    z->head = (z->head + 1) % z->njobs;
+    z->count--;
+}
+
+/* The emitter thread: forwards done jobs from the head, in order, until drained. */
+static void *
+emitter(void *arg)
+{
+    zstd_stage *z = arg;
+    pd_err err = PD_ERR_INIT;
+    int rc;
+
+    pthread_mutex_lock(&z->mu);
+    for (;;) {
+        while (!z->stopping && !(z->count > 0 && z->jobs[z->head].state == JOB_DONE) &&
+               !(z->draining && z->count == 0))
+            pthread_cond_wait(&z->done_cv, &z->mu);
+        if (z->stopping || z->count == 0)
+            break;
+        job *j = &z->jobs[z->head];
+        pthread_mutex_unlock(&z->mu);
+        rc = emit_job(z, j, &err);
+        pthread_mutex_lock(&z->mu);
+        release_head(z);
+        pthread_cond_broadcast(&z->free_cv);
+        if (rc < 0) {
+            z->emit_rc = rc;
+            z->emit_err = err;
+            break;
+        }
+    }
+    z->emitter_done = true;
+    pthread_cond_broadcast(&z->free_cv);
+    pthread_mutex_unlock(&z->mu);
+    return NULL;
+}
+
+/* The emitter's failure, once it has stopped on one. Locked. */
+static int
+emitter_failure(zstd_stage *z, pd_err *err)
+{
+    if (!z->emitter_done || z->emit_rc == 0)
+        return 0;
+    if (err)
+        *err = z->emit_err;
+    return z->emit_rc;
+}
+
+static int
+start_threads(zstd_stage *z, pd_err *err)
+{
+    for (; z->started < z->nthreads; z->started++) {
+        z->args[z->started].z = z;
+        z->args[z->started].index = z->started;
+        if (pthread_create(&z->threads[z->started], NULL, worker, &z->args[z->started]) != 0)
+            return pd_err_set(err, PD_EFAIL, "could not start a zstd thread");
+    }
+    if (z->use_emitter && !z->emitter_started) {
+        if (pthread_create(&z->emitter_thread, NULL, emitter, z) != 0)
+            return pd_err_set(err, PD_EFAIL, "could not start a zstd thread");
+        z->emitter_started = true;
+    }
+    return 0;
 }
 
 typedef enum emit_mode {
@@ -233,10 +305,7 @@ emit(zstd_stage *z, emit_mode mode, pd_err *err)
             return 0;
         rc = emit_job(z, j, err);
         pthread_mutex_lock(&z->mu);
-        j->state = JOB_FREE;
-        j->in_len = j->out_len = 0;
-        z->head = (z->head + 1) % z->njobs;
-        z->count--;
+        release_head(z);
         pthread_mutex_unlock(&z->mu);
         if (rc < 0)
             return rc;
@@ -252,9 +321,23 @@ take_job(zstd_stage *z, pd_err *err)
 
     if (z->filling != NULL)
         return 0;
-    if (z->count == z->njobs && (rc = emit(z, EMIT_ONE, err)) < 0)
-        return rc;
-    z->filling = &z->jobs[(z->head + z->count) % z->njobs];
+    if (z->use_emitter) {
+        if ((rc = start_threads(z, err)) < 0)
+            return rc;
+        pthread_mutex_lock(&z->mu);
+        while (z->count == z->njobs && !z->emitter_done)
+            pthread_cond_wait(&z->free_cv, &z->mu);
+        rc = emitter_failure(z, err);
+        if (rc == 0)
+            z->filling = &z->jobs[(z->head + z->count) % z->njobs];
+        pthread_mutex_unlock(&z->mu);
+        if (rc < 0)
+            return rc;
+    } else {
+        if (z->count == z->njobs && (rc = emit(z, EMIT_ONE, err)) < 0)
+            return rc;
+        z->filling = &z->jobs[(z->head + z->count) % z->njobs];
+    }
     PD_ASSERT(z->filling->state == JOB_FREE && z->filling->in_len == 0);
     return 0;
 }
@@ -280,8 +363,61 @@ submit(zstd_stage *z, pd_err *err)
     j->state = JOB_QUEUED;
     z->count++;
     pthread_cond_signal(&z->work_cv);
+    rc = emitter_failure(z, err);
     pthread_mutex_unlock(&z->mu);
+    if (rc < 0 || z->use_emitter)
+        return rc;
     return emit(z, EMIT_READY, err);
+}
+
+/*
+ * Queues the filled job as done: its output is already in place (a streamed
+ * frame's). The emitter, or here without threads, forwards it in order.
+ */
+static int
+submit_done(zstd_stage *z, pd_err *err)
+{
+    job *j = z->filling;
+    int rc;
+
+    z->filling = NULL;
+    j->result = j->out_len;
+    if (z->nthreads == 0) {
+        j->state = JOB_DONE;
+        z->count++;
+        return emit(z, EMIT_ALL, err);
+    }
+    if ((rc = start_threads(z, err)) < 0)
+        return rc;
+    pthread_mutex_lock(&z->mu);
+    j->state = JOB_DONE;
+    z->count++;
+    pthread_cond_broadcast(&z->done_cv);
+    rc = emitter_failure(z, err);
+    pthread_mutex_unlock(&z->mu);
+    return rc;
+}
+
+/* Waits until every job has been forwarded (emitter or here), then stops the emitter. */
+static int
+drain(zstd_stage *z, pd_err *err)
+{
+    int rc;
+
+    if (!z->use_emitter)
+        return emit(z, EMIT_ALL, err);
+    if (!z->emitter_started)
+        return 0;
+    pthread_mutex_lock(&z->mu);
+    z->draining = true;
+    pthread_cond_broadcast(&z->done_cv);
+    while (!z->emitter_done)
+        pthread_cond_wait(&z->free_cv, &z->mu);
+    rc = emitter_failure(z, err);
+    pthread_mutex_unlock(&z->mu);
+    pthread_join(z->emitter_thread, NULL);
+    z->emitter_started = false;
+    return rc;
 }
 
 static void
@@ -290,10 +426,14 @@ stop_threads(zstd_stage *z)
     pthread_mutex_lock(&z->mu);
     z->stopping = true;
     pthread_cond_broadcast(&z->work_cv);
+    pthread_cond_broadcast(&z->done_cv);
     pthread_mutex_unlock(&z->mu);
     for (int i = 0; i < z->started; i++)
         pthread_join(z->threads[i], NULL);
     z->started = 0;
+    if (z->emitter_started)
+        pthread_join(z->emitter_thread, NULL);
+    z->emitter_started = false;
 }
 
 static void
@@ -301,10 +441,11 @@ zstd_free(pd_stage *s)
 {
     zstd_stage *z = (zstd_stage *)s;
 
-    if (z->threads) {
+    if (z->jobs) {
         stop_threads(z);
         pthread_cond_destroy(&z->work_cv);
         pthread_cond_destroy(&z->done_cv);
+        pthread_cond_destroy(&z->free_cv);
         pthread_mutex_destroy(&z->mu);
     }
     for (size_t i = 0; i < z->njobs; i++) {
@@ -326,14 +467,18 @@ zstd_free(pd_stage *s)
     pd_free(z->what);
 }
 
-/* Sets up the pool: nthreads threads (0: the caller's), workers + 2 jobs. */
+/*
+ * Sets up the pool: nthreads threads (0: the caller's) and nthreads + 2 jobs,
+ * or nthreads + 3 with the emitter (which holds one while forwarding it).
+ */
 static void
 pool_init(zstd_stage *z, int nthreads, size_t in_cap, size_t out_cap)
 {
     int nctx = nthreads ? nthreads : 1;
 
     z->nthreads = nthreads;
-    z->njobs = nthreads ? (size_t)nthreads + 2 : 1;
+    z->use_emitter = z->decompress && nthreads > 0;
+    z->njobs = nthreads ? (size_t)nthreads + (z->use_emitter ? 3 : 2) : 1;
     z->in_cap = in_cap;
     z->out_cap = out_cap;
     z->jobs = pd_calloc(z->njobs, sizeof(job));
@@ -348,10 +493,11 @@ pool_init(zstd_stage *z, int nthreads, size_t in_cap, size_t out_cap)
     if (nthreads > 0) {
         z->threads = pd_calloc((size_t)nthreads, sizeof(pthread_t));
         z->args = pd_calloc((size_t)nthreads, sizeof(worker_arg));
-        pthread_mutex_init(&z->mu, NULL);
-        pthread_cond_init(&z->work_cv, NULL);
-        pthread_cond_init(&z->done_cv, NULL);
     }
+    pthread_mutex_init(&z->mu, NULL);
+    pthread_cond_init(&z->work_cv, NULL);
+    pthread_cond_init(&z->done_cv, NULL);
+    pthread_cond_init(&z->free_cv, NULL);
 }
 
 /* ---- compression ---- */
@@ -492,40 +638,40 @@ fail:
 
 /* ---- decompression ---- */
 
-/* Streams len bytes of a frame through sdctx, forwarding all output. */
+/*
+ * Streams len bytes of a frame through sdctx, into the output buffers of
+ * jobs that are queued as done when full (and at the frame's end), so a
+ * streamed frame's output goes out in order with everything else.
+ */
 static int
 stream_some(zstd_stage *z, const void *buf, size_t len, pd_err *err)
 {
     ZSTD_inBuffer in = {buf, len, 0};
     bool full = false;
+    int rc;
 
     // Loop while input remains, or while the last call filled the output
     // buffer (zstd may hold more output back).
     while (in.pos < in.size || full) {
-        void *direct = NULL;
-        size_t room = 0;
-        // Decompress straight into the next async stage's slot when there is
-        // one: the copy would otherwise sit on the slowest thread of a restore.
-        bool zero_copy = pd_stage_async_reserve(z->base.next, &direct, &room) && room > 0;
-        ZSTD_outBuffer out = {zero_copy ? direct : z->sout, zero_copy ? room : z->sout_size, 0};
+        if ((rc = take_job(z, err)) < 0)
+            return rc;
+        job *j = z->filling;
+        ZSTD_outBuffer out = {j->out, z->out_cap, j->out_len};
         size_t before = in.pos;
         size_t hint = ZSTD_decompressStream(z->sdctx, &out, &in);
-        int rc;
+        bool moved = out.pos > j->out_len;
 
         if (ZSTD_isError(hint))
             return pd_err_set(err, PD_ECORRUPT, "cannot decompress object \"%s\": zstd: %s",
                               z->what, ZSTD_getErrorName(hint));
         // A call that moved nothing says nothing about where the frame is.
-        if (in.pos > before || out.pos > 0)
+        if (in.pos > before || moved)
             z->last_hint = hint;
+        j->out_len = out.pos;
         full = out.pos == out.size;
-        if (zero_copy && out.pos > 0 &&
-            (rc = pd_stage_async_commit(z->base.next, out.pos, err)) < 0)
+        if (full && (rc = submit_done(z, err)) < 0)
             return rc;
-        if (!zero_copy && out.pos > 0 &&
-            (rc = pd_stage_forward(&z->base, z->sout, out.pos, err)) < 0)
-            return rc;
-        if (!full && in.pos == before && out.pos == 0)
+        if (!full && in.pos == before && !moved)
             break;
     }
     return 0;
@@ -585,9 +731,6 @@ frame_begin(zstd_stage *z, pd_err *err)
     z->has_checksum = (fhd & 0x04) != 0;
     z->streaming = content > PD_ZSTD_MAX_CHUNK || did_size > 0;
     if (z->streaming) {
-        // Invariant 2: what the pool holds goes first.
-        if ((rc = emit(z, EMIT_ALL, err)) < 0)
-            return rc;
         z->last_hint = 1;
         return stream_some(z, h, z->field_len, err);
     }
@@ -606,6 +749,9 @@ frame_end(zstd_stage *z, pd_err *err)
     // The decoder has seen the whole frame: it must say the frame is complete.
     if (z->last_hint != 0)
         return corrupt(z, err, "a frame ends before its content does");
+    // Its last output goes out now; an empty job stays for the next frame.
+    if (z->filling != NULL && z->filling->out_len > 0)
+        return submit_done(z, err);
     return 0;
 }
 
@@ -758,7 +904,7 @@ unzstd_finish(pd_stage *s, pd_err *err)
     if (!z->any_frame || z->ps != P_MAGIC || z->field_len != 0)
         return pd_err_set(err, PD_ECORRUPT,
                           "cannot decompress object \"%s\": the zstd stream is truncated", z->what);
-    if ((rc = emit(z, EMIT_ALL, err)) < 0)
+    if ((rc = drain(z, err)) < 0)
         return rc;
     return pd_stage_forward_finish(s, err);
 }
@@ -778,8 +924,6 @@ pd_stage_unzstd_new(pd_stage **out, const char *what, int workers, pd_stage *nex
     z->what = pd_strdup(what);
     expect(z, P_MAGIC, 4);
     z->sdctx = ZSTD_createDCtx();
-    z->sout_size = ZSTD_DStreamOutSize();
-    z->sout = pd_malloc(z->sout_size);
     z->last_hint = 1;
     // A frame of content size c is at most ZSTD_compressBound(c) long as
     // libzstd writes it; longer ones are refused as corrupt.
