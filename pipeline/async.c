@@ -253,49 +253,6 @@ async_free(pd_stage *st)
 
 static const pd_stage_ops async_ops = {"async", async_write, async_finish, async_free};
 
-bool
-pd_stage_async_reserve(pd_stage *st, void **buf, size_t *len)
-{
-    async_stage *a = (async_stage *)st;
-    bool ok;
-
-    if (st == NULL || st->ops != &async_ops || st->rc != 0 || a->consume != NULL)
-        return false;
-    pthread_mutex_lock(&a->mu);
-    ok = !(a->done && a->worker_rc < 0);
-    if (ok) {
-        // The slot at fill is the producer's until published.
-        slot *s = &a->slots[a->fill];
-        *buf = s->data + s->len;
-        *len = a->slot_size - s->len;
-    }
-    pthread_mutex_unlock(&a->mu);
-    return ok;
-}
-
-int
-pd_stage_async_commit(pd_stage *st, size_t n, pd_err *err)
-{
-    async_stage *a = (async_stage *)st;
-    int rc = 0;
-
-    if (!a->started && (rc = start(a, err)) < 0)
-        return rc;
-    pthread_mutex_lock(&a->mu);
-    slot *s = &a->slots[a->fill];
-    PD_ASSERT(s->len + n <= a->slot_size);
-    s->len += n;
-    if (s->len == a->slot_size)
-        rc = publish(a, err);
-    pthread_mutex_unlock(&a->mu);
-    if (rc < 0) {
-        st->rc = rc;
-        if (err)
-            st->failure = *err;
-    }
-    return rc;
-}
-
 pd_stage *
 pd_stage_pull_new(pd_pull_fn consume, void *payload, size_t slot_size, size_t nslots)
 {

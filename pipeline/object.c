@@ -376,18 +376,21 @@ open_header(open_stage *o, pd_err *err)
     if ((rc = crypto_setup(&o->c, h, o->identity, key, err)) < 0)
         return rc;
     o->buf = pd_malloc(LEN_SIZE + o->frame_size + PD_OBJ_TAG_SIZE);
-    // Compression is known only now: put a decompressor in front of next,
-    // each on its own thread when parallel (open -> async -> unzstd -> async -> next).
+    // Compression is known only now: put a decompressor in front of next.
+    // When parallel, open, the decompressor (which finds frame boundaries,
+    // and streams frames without a content size), its threads running whole
+    // zstd frames, and next with everything after it (on the decompressor's
+    // emitter thread) all run on threads of their own:
+    // open -> async -> unzstd -> next. Without compression, open -> async -> next.
     pd_stage *next = o->base.next;
     o->base.next = NULL;
+    if (h[9] == PD_COMPRESSION_ZSTD) {
+        int workers = o->opts.parallel ? PD_OBJ_DECODE_THREADS : 0;
+        if ((rc = pd_stage_unzstd_new(&next, o->identity, workers, next, err)) < 0)
+            return rc; // next was freed with the failed stage
+    }
     if (o->opts.parallel)
         next = pd_stage_async_new(next, PD_ASYNC_SLOT, PD_ASYNC_SLOTS);
-    if (h[9] == PD_COMPRESSION_ZSTD) {
-        pd_stage *unz = NULL;
-        if ((rc = pd_stage_unzstd_new(&unz, o->identity, next, err)) < 0)
-            return rc; // next was freed with the failed stage
-        next = o->opts.parallel ? pd_stage_async_new(unz, PD_ASYNC_SLOT, PD_ASYNC_SLOTS) : unz;
-    }
     o->base.next = next;
     return 0;
 }

@@ -21,6 +21,7 @@
 #define PD_OBJ_FRAME_SIZE     (1024 * 1024)     /* default plaintext bytes per frame */
 #define PD_OBJ_MAX_FRAME_SIZE (4 * 1024 * 1024) /* a reader refuses larger frames */
 #define PD_OBJ_TAG_SIZE       16
+#define PD_OBJ_DECODE_THREADS 2 /* zstd decompression threads of a parallel reader */
 #define PD_OBJ_SALT_SIZE      24
 #define PD_KEY_SIZE           32
 #define PD_KEY_ID_SIZE        16
@@ -73,8 +74,8 @@ typedef struct pd_obj_read_opts {
     pd_key_lookup_fn lookup; /* required when expect_cipher is not none */
     void *payload;
     /*
-     * Run decompression, and next with everything after it, on their own
-     * threads (async stages around the decompressor), so a decode uses more
+     * Run decompression on PD_OBJ_DECODE_THREADS threads, and next with
+     * everything after it on another (an async stage), so a decode uses more
      * than one core. Order, errors and the verified-before-forwarded rule are
      * unchanged.
      */

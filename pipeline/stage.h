@@ -82,25 +82,54 @@ uint64_t pd_stage_hash_bytes(const pd_stage *s);
 
 typedef struct pd_zstd_opts {
     int level;   /* 1..19 */
-    int workers; /* zstd worker threads: 0 none (compress on the caller's thread) */
+    int workers; /* compression threads: 0 none (compress on the caller's thread) */
+    /*
+     * Plaintext bytes per zstd frame: 0 is PD_ZSTD_CHUNK, at most
+     * PD_ZSTD_MAX_CHUNK. Ignored with stream.
+     */
+    size_t chunk_size;
+    /*
+     * Write one streamed zstd frame without a content size (libzstd's own
+     * worker threads), as pgdrill did before it wrote independent frames.
+     * Only for tests that readers still read such objects.
+     */
+    bool stream;
 } pd_zstd_opts;
 
 #define PD_ZSTD_OPTS_INIT \
     {                     \
-        3, 0              \
+        3, 0, 0, false    \
     }
 
-/* zstd compression; PD_EFAIL on a libzstd failure. */
+/*
+ * zstd compression; PD_EFAIL on a libzstd failure. The output is a sequence
+ * of independent zstd frames, one per chunk_size bytes of input (the last
+ * one shorter; one empty frame for no input), each with its content size in
+ * its frame header and no checksum, so that a reader can decompress frames
+ * in parallel. With workers > 0 the frames are compressed on that many
+ * threads of the stage's own and forwarded in order on the caller's thread;
+ * memory is workers + 2 chunk buffers, allocated at creation.
+ */
+#define PD_ZSTD_CHUNK     (1024 * 1024)
+#define PD_ZSTD_MAX_CHUNK (4 * 1024 * 1024)
 PD_MUST_CHECK int pd_stage_zstd_new(pd_stage **out, const pd_zstd_opts *opts, pd_stage *next,
                                     pd_err *err);
 
 /*
- * zstd decompression. what names the object in messages. A damaged or
- * truncated zstd stream is PD_ECORRUPT. The window is capped (PD_ZSTD_MAX_WINDOW_LOG)
- * so a hostile object cannot make us allocate more.
+ * zstd decompression of a sequence of zstd frames (and skippable frames).
+ * what names the object in messages. A damaged or truncated zstd stream is
+ * PD_ECORRUPT. The window is capped (PD_ZSTD_MAX_WINDOW_LOG) so a hostile
+ * object cannot make us allocate more. Frames whose header gives a content
+ * size of at most PD_ZSTD_MAX_CHUNK are decompressed whole, on workers
+ * threads of the stage's own; other frames are streamed through one decoder
+ * on the caller's thread. With workers > 0, next (and everything after it)
+ * runs on one more thread of the stage's, which forwards the output in
+ * order, until finish; with 0, everything runs on the caller's thread.
+ * Memory is workers + 3 frame buffers (1 with no workers), allocated at
+ * creation.
  */
 #define PD_ZSTD_MAX_WINDOW_LOG 24
-PD_MUST_CHECK int pd_stage_unzstd_new(pd_stage **out, const char *what, pd_stage *next,
+PD_MUST_CHECK int pd_stage_unzstd_new(pd_stage **out, const char *what, int workers, pd_stage *next,
                                       pd_err *err);
 
 /*
@@ -111,14 +140,6 @@ PD_MUST_CHECK int pd_stage_unzstd_new(pd_stage **out, const char *what, pd_stage
 #define PD_ASYNC_SLOT  (1024 * 1024)
 #define PD_ASYNC_SLOTS 8
 pd_stage *pd_stage_async_new(pd_stage *next, size_t slot_size, size_t nslots);
-
-/*
- * Zero-copy into an async stage: reserve gives the free part of its current
- * slot (false when s is not a push-mode async stage or has failed); the
- * producer writes up to len bytes there and commits how many it wrote.
- */
-bool pd_stage_async_reserve(pd_stage *s, void **buf, size_t *len);
-PD_MUST_CHECK int pd_stage_async_commit(pd_stage *s, size_t n, pd_err *err);
 
 /*
  * A sink for pull-style consumers (libarchive reads, a child's stdin):

@@ -289,6 +289,54 @@ def test_round_trip_options(keys):
             assert_accepted(obj, "aes-256-gcm", [keys["key"]], keys["file"], data)
 
 
+def zstd_frames(p):
+    """[(content size or None, frame bytes)] of a zstd stream, per RFC 8878."""
+    frames, pos = [], 0
+    while pos < len(p):
+        assert p[pos : pos + 4] == b"\x28\xb5\x2f\xfd", "not a zstd frame at %d" % pos
+        start, fhd = pos, p[pos + 4]
+        single, fcs_flag = fhd & 0x20, fhd >> 6
+        pos += 5 + (0 if single else 1) + [0, 1, 2, 4][fhd & 3]
+        fcs_size = [1 if single else 0, 2, 4, 8][fcs_flag]
+        size = int.from_bytes(p[pos : pos + fcs_size], "little") if fcs_size else None
+        if fcs_size == 2:
+            size += 256
+        pos += fcs_size
+        while True:
+            bh = int.from_bytes(p[pos : pos + 3], "little")
+            pos += 3 + (1 if (bh >> 1) & 3 == 1 else bh >> 3)
+            if bh & 1:
+                break
+        pos += 4 if fhd & 4 else 0
+        frames.append((size, p[start:pos]))
+    return frames
+
+
+def test_writer_zstd_frames(keys):
+    # Section 6: independent frames of 1 MiB of plaintext, each with its
+    # content size and no checksum, whatever the worker count; readers of the
+    # whole stream (objreader, through python3-zstandard or the zstd tool) and
+    # of each frame alone (the zstd tool) get the plaintext back.
+    for size in (0, 1, MIB, 3 * MIB + 5):
+        plain = payload("compressible", size)
+        payloads = set()
+        for workers in ("0", "1", "2"):
+            obj = encode(plain, "none", None, "zstd", extra=["--workers", workers, "--level", "1"])
+            assert_accepted(obj, "none", [], None, plain)
+            p = b"".join(body for _, body, _ in split_frames(obj)[1])
+            payloads.add(p)
+        assert len(payloads) == 1
+        frames = zstd_frames(p)
+        assert [n for n, _ in frames] == [len(c) for c in chunked(plain, MIB)]
+        assert all(not (f[4] & 4) for _, f in frames)
+        got = b"".join(
+            subprocess.run(["zstd", "-d", "-q", "-c"], input=f, capture_output=True,
+                           check=True).stdout
+            for _, f in frames
+        )
+        assert got == plain
+
+
 def test_salt_is_fresh_per_object(keys):
     a = encode(b"same", "aes-256-gcm", keys["file"])
     b = encode(b"same", "aes-256-gcm", keys["file"])

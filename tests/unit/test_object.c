@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <zstd.h>
 
 #include "common/mem.h"
 #include "pipeline/object.h"
@@ -509,7 +510,7 @@ test_object_unzstd_truncated(void **state)
     memset(&z, 0, sizeof(z));
     assert_int_equal(pd_stage_zstd_new(&c, &zo, pd_stage_sink_new(mem_write, NULL, &z), &err), 0);
     assert_int_equal(feed(c, data, 500000, 100000, &err), 0);
-    assert_int_equal(pd_stage_unzstd_new(&d, "x", pd_stage_null_new(), &err), 0);
+    assert_int_equal(pd_stage_unzstd_new(&d, "x", 0, pd_stage_null_new(), &err), 0);
     assert_int_equal(feed(d, z.data, z.len - 3, 1000, &err), PD_ECORRUPT);
     assert_non_null(strstr(err.msg, "truncated"));
     pd_stage_free(c);
@@ -527,6 +528,366 @@ fail_after(void *payload, const void *buf, size_t len, pd_err *err)
         return pd_err_set(err, PD_EIO, "could not write: disk full (test)");
     *left -= len;
     return 0;
+}
+
+/* ---- zstd frames: the chunked writer and the parallel reader ---- */
+
+#define ZCHUNK PD_ZSTD_CHUNK
+
+/* Compresses len bytes of data fed in in_chunk pieces. */
+static void
+zcompress(membuf *out, const unsigned char *data, size_t len, size_t in_chunk,
+          const pd_zstd_opts *zo)
+{
+    pd_err err = PD_ERR_INIT;
+    pd_stage *c = NULL;
+
+    memset(out, 0, sizeof(*out));
+    assert_int_equal(pd_stage_zstd_new(&c, zo, pd_stage_sink_new(mem_write, mem_finish, out), &err),
+                     0);
+    assert_int_equal(feed(c, data, len, in_chunk, &err), 0);
+    assert_int_equal(out->finished, 1);
+    pd_stage_free(c);
+}
+
+/* Decompresses, fed in in_chunk pieces, on workers threads; returns the code. */
+static int
+zdecompress(membuf *out, const unsigned char *z, size_t len, size_t in_chunk, int workers,
+            pd_err *err)
+{
+    pd_stage *d = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    assert_int_equal(pd_stage_unzstd_new(&d, "backups/Z/base.tar", workers,
+                                         pd_stage_sink_new(mem_write, mem_finish, out), err),
+                     0);
+    rc = feed(d, z, len, in_chunk, err);
+    pd_stage_free(d);
+    return rc;
+}
+
+/* Checks that z is independent frames of chunk bytes of content each, the last shorter. */
+static void
+expect_frames(const unsigned char *z, size_t zlen, size_t len, size_t chunk)
+{
+    size_t off = 0, plain = 0, frames = 0;
+
+    while (off < zlen) {
+        size_t fsize = ZSTD_findFrameCompressedSize(z + off, zlen - off);
+        unsigned long long content = ZSTD_getFrameContentSize(z + off, zlen - off);
+        assert_false(ZSTD_isError(fsize));
+        assert_true(content != ZSTD_CONTENTSIZE_UNKNOWN && content != ZSTD_CONTENTSIZE_ERROR);
+        plain += content;
+        frames++;
+        off += fsize;
+        if (off < zlen)
+            assert_int_equal(content, chunk);
+    }
+    assert_int_equal(plain, len);
+    assert_int_equal(frames, len ? (len + chunk - 1) / chunk : 1);
+}
+
+static void
+test_object_zstd_frames_round_trip(void **state)
+{
+    static const size_t sizes[] = {0, 1, ZCHUNK - 1, ZCHUNK, ZCHUNK + 1, 5 * ZCHUNK + 4093};
+    static const int workers[] = {0, 1, 2, 3};
+    (void)state;
+
+    for (size_t i = 0; i < PD_ARRAY_LEN(sizes); i++) {
+        for (int compressible = 0; compressible < 2; compressible++) {
+            unsigned char *data = make_data(sizes[i], compressible);
+            membuf ref;
+            pd_zstd_opts zo = PD_ZSTD_OPTS_INIT;
+            zo.level = 1;
+            zcompress(&ref, data, sizes[i], 65521, &zo);
+            expect_frames(ref.data, ref.len, sizes[i], ZCHUNK);
+            for (size_t w = 0; w < PD_ARRAY_LEN(workers); w++) {
+                membuf z, d;
+                pd_err err = PD_ERR_INIT;
+                zo.workers = workers[w];
+                // Output depends neither on the workers nor on the input's split.
+                zcompress(&z, data, sizes[i], w % 2 ? 4099 : 1 << 20, &zo);
+                assert_int_equal(z.len, ref.len);
+                assert_memory_equal(z.data, ref.data, z.len);
+                for (int split = 0; split < 3; split++) {
+                    size_t chunk = split == 0 ? 7 : split == 1 ? 65536 + 3 : 3u << 20;
+                    if (sizes[i] > ZCHUNK + 1 && split == 0)
+                        chunk = 1021;
+                    if (zdecompress(&d, z.data, z.len, chunk, workers[w], &err) != 0)
+                        fail_msg("size %zu workers %d split %zu: %s", sizes[i], workers[w], chunk,
+                                 err.msg);
+                    assert_int_equal(d.len, sizes[i]);
+                    assert_int_equal(d.finished, 1);
+                    if (sizes[i])
+                        assert_memory_equal(d.data, data, sizes[i]);
+                    pd_free(d.data);
+                }
+                pd_free(z.data);
+            }
+            pd_free(ref.data);
+            pd_free(data);
+        }
+    }
+}
+
+static void
+test_object_zstd_frames_one_byte_chunks(void **state)
+{
+    size_t len = ZCHUNK + 1;
+    unsigned char *data = make_data(len, 1);
+    pd_zstd_opts zo = PD_ZSTD_OPTS_INIT;
+    membuf z, d;
+    pd_err err = PD_ERR_INIT;
+    (void)state;
+
+    zo.workers = 2;
+    zo.chunk_size = 100000;
+    zcompress(&z, data, len, 1, &zo);
+    expect_frames(z.data, z.len, len, 100000);
+    assert_int_equal(zdecompress(&d, z.data, z.len, 1, 2, &err), 0);
+    assert_int_equal(d.len, len);
+    assert_memory_equal(d.data, data, len);
+    pd_free(d.data);
+    pd_free(z.data);
+    pd_free(data);
+}
+
+/* Objects written before independent frames (one streamed frame) still decode. */
+static void
+test_object_zstd_old_format_decodes(void **state)
+{
+    static const size_t sizes[] = {0, 1, FRAME + 1, 9u << 20};
+    (void)state;
+
+    for (size_t i = 0; i < PD_ARRAY_LEN(sizes); i++) {
+        unsigned char *data = make_data(sizes[i], 1);
+        pd_obj_write_opts wo = PD_OBJ_WRITE_OPTS_INIT;
+        pd_err err = PD_ERR_INIT;
+        pd_stage *w = NULL;
+        membuf enc, dec;
+
+        memset(&enc, 0, sizeof(enc));
+        wo.identity = "backups/O/base.tar";
+        wo.zstd.level = 1;
+        wo.zstd.workers = 1;
+        wo.zstd.stream = true;
+        wo.data_key = data_key;
+        wo.key_id = key_id;
+        assert_int_equal(
+            pd_obj_writer_new(&w, &wo, pd_stage_sink_new(mem_write, mem_finish, &enc), &err), 0);
+        assert_int_equal(feed(w, data, sizes[i], 65536, &err), 0);
+        pd_stage_free(w);
+        for (size_t chunk = 1; chunk <= 1u << 20; chunk *= 1024) {
+            if (chunk == 1 && sizes[i] > FRAME)
+                continue;
+            if (decode(&dec, enc.data, enc.len, chunk, PD_CIPHER_AES_256_GCM, "backups/O/base.tar",
+                       &err) != 0)
+                fail_msg("size %zu: %s", sizes[i], err.msg);
+            assert_int_equal(dec.len, sizes[i]);
+            if (sizes[i])
+                assert_memory_equal(dec.data, data, sizes[i]);
+            pd_free(dec.data);
+        }
+        pd_free(enc.data);
+        pd_free(data);
+    }
+}
+
+/*
+ * Frames of every kind in one stream, decoded in order: chunked frames, a
+ * streamed frame without content size, a skippable frame, a frame with a
+ * checksum and one with a content size too large for the pool.
+ */
+static void
+test_object_zstd_mixed_frames(void **state)
+{
+    size_t len = 3 * ZCHUNK + 77, big = PD_ZSTD_MAX_CHUNK + 5;
+    unsigned char *data = make_data(len + big, 1);
+    pd_zstd_opts zo = PD_ZSTD_OPTS_INIT;
+    membuf a, b, all, d;
+    pd_err err = PD_ERR_INIT;
+    unsigned char skip[8 + 10] = {0x5a, 0x2a, 0x4d, 0x18, 10, 0, 0, 0};
+    (void)state;
+
+    memset(&all, 0, sizeof(all));
+    zo.level = 1;
+    zcompress(&a, data, ZCHUNK + 5, 999, &zo);
+    zo.stream = true;
+    zcompress(&b, data + ZCHUNK + 5, ZCHUNK, 999, &zo);
+    // One frame without a content size, as older pgdrill wrote.
+    assert_int_equal(ZSTD_findFrameCompressedSize(b.data, b.len), b.len);
+    assert_true(ZSTD_getFrameContentSize(b.data, b.len) == ZSTD_CONTENTSIZE_UNKNOWN);
+    mem_write(&all, a.data, a.len, &err);
+    mem_write(&all, skip, sizeof(skip), &err);
+    mem_write(&all, b.data, b.len, &err);
+    pd_free(a.data);
+    pd_free(b.data);
+
+    // With a checksum, through libzstd's one-shot API (content size known).
+    size_t rest = len - (2 * ZCHUNK + 5);
+    unsigned char *c = pd_malloc(ZSTD_compressBound(big));
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    assert_false(ZSTD_isError(ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1)));
+    size_t clen = ZSTD_compress2(cc, c, ZSTD_compressBound(big), data + 2 * ZCHUNK + 5, rest);
+    assert_false(ZSTD_isError(clen));
+    mem_write(&all, c, clen, &err);
+    // Larger than PD_ZSTD_MAX_CHUNK: streamed, though its size is known.
+    clen = ZSTD_compress2(cc, c, ZSTD_compressBound(big), data + len, big);
+    assert_false(ZSTD_isError(clen));
+    mem_write(&all, c, clen, &err);
+    ZSTD_freeCCtx(cc);
+    pd_free(c);
+
+    for (int w = 0; w <= 2; w += 2) {
+        for (size_t chunk = 3; chunk < 1u << 22; chunk = chunk * 37 + 1) {
+            if (zdecompress(&d, all.data, all.len, chunk, w, &err) != 0)
+                fail_msg("workers %d chunk %zu: %s", w, chunk, err.msg);
+            assert_int_equal(d.len, len + big);
+            assert_memory_equal(d.data, data, len + big);
+            pd_free(d.data);
+        }
+    }
+    pd_free(all.data);
+    pd_free(data);
+}
+
+/* Decodes damaged zstd bytes on 0 and 2 threads: PD_ECORRUPT naming the object, or needle. */
+static void
+expect_zstd_corrupt(const unsigned char *z, size_t len, const char *needle)
+{
+    for (int w = 0; w <= 2; w += 2) {
+        for (size_t chunk = 1; chunk <= 1u << 20; chunk *= 32) {
+            membuf d;
+            pd_err err = PD_ERR_INIT;
+            assert_int_equal(zdecompress(&d, z, len, chunk, w, &err), PD_ECORRUPT);
+            assert_non_null(strstr(err.msg, "cannot decompress object \"backups/Z/base.tar\""));
+            if (needle && strstr(err.msg, needle) == NULL)
+                fail_msg("expected \"%s\" in \"%s\"", needle, err.msg);
+            pd_free(d.data);
+        }
+    }
+}
+
+static void
+test_object_zstd_corrupt_headers(void **state)
+{
+    size_t len = 2 * ZCHUNK + 1000;
+    unsigned char *data = make_data(len, 1);
+    pd_zstd_opts zo = PD_ZSTD_OPTS_INIT;
+    membuf z;
+    (void)state;
+
+    zo.level = 1;
+    zo.chunk_size = 300000;
+    zcompress(&z, data, len, 1 << 20, &zo);
+    unsigned char *bad = pd_malloc(z.len + 16);
+    size_t f1 = ZSTD_findFrameCompressedSize(z.data, z.len); // the second frame's offset
+    size_t h1 = f1 + 4 + 1 + ((z.data[f1 + 4] & 0x20) ? 0 : 1) +
+                (size_t[]){(z.data[f1 + 4] & 0x20) ? 1 : 0, 2, 4, 8}[z.data[f1 + 4] >> 6];
+    // h1: the second frame's first block header.
+
+#define DAMAGE(stmt, needle)                     \
+    do {                                         \
+        memcpy(bad, z.data, z.len);              \
+        stmt;                                    \
+        expect_zstd_corrupt(bad, z.len, needle); \
+    } while (0)
+
+    DAMAGE(bad[0] ^= 1, "unknown magic");
+    DAMAGE(bad[f1 + 1] ^= 0x40, "unknown magic");
+    DAMAGE(bad[f1 + 4] |= 0x08, "reserved bit");
+    // A non-single-segment window of 2^31, and a single-segment frame of 2^30 bytes.
+    DAMAGE((bad[f1 + 4] &= (unsigned char)~0x20, bad[f1 + 5] = 21 << 3), "window");
+    DAMAGE((bad[f1 + 4] = 0xa0, bad[f1 + 8] = 0x40), NULL);
+    DAMAGE(bad[h1] |= 0x06, "reserved block type");
+    DAMAGE(bad[h1 + 2] |= 0x80, "larger than 128 KiB");
+    // Block lengths off by a little: the frame no longer parses or decodes.
+    DAMAGE(bad[h1 + 1] ^= 0x01, NULL);
+    DAMAGE(bad[h1] ^= 0x08, NULL);
+    // The content size in the header one larger or smaller than the content.
+    DAMAGE(bad[f1 + 5]++, NULL);
+    DAMAGE(bad[f1 + 5]--, NULL);
+    // The second frame marked as having a checksum it does not have.
+    DAMAGE(bad[f1 + 4] |= 0x04, NULL);
+    // Cut inside a frame header, a block header, a block.
+    expect_zstd_corrupt(z.data, f1 + 3, "truncated");
+    expect_zstd_corrupt(z.data, f1 + 7, "truncated");
+    expect_zstd_corrupt(z.data, h1 + 2, "truncated");
+    expect_zstd_corrupt(z.data, h1 + 100, "truncated");
+    expect_zstd_corrupt(z.data, 0, "truncated");
+    // A skippable frame cut short.
+    memcpy(bad, z.data, z.len);
+    memcpy(bad + z.len, "\x50\x2a\x4d\x18\x08\x00\x00\x00\x01", 9);
+    expect_zstd_corrupt(bad, z.len + 9, "truncated");
+    // Garbage after the last frame.
+    memcpy(bad + z.len, "PGDRILL", 7);
+    expect_zstd_corrupt(bad, z.len + 7, "unknown magic");
+
+    // Random bit flips: an error or (a flip in a raw block's bytes) other
+    // output, never a crash; run under ASan/UBSan too.
+    for (int i = 0; i < 300; i++) {
+        unsigned char r[4];
+        membuf d;
+        pd_err err = PD_ERR_INIT;
+        RAND_bytes(r, sizeof(r));
+        size_t pos = ((size_t)r[0] << 16 | (size_t)r[1] << 8 | r[2]) % z.len;
+        // The first 40 flips hit frame and block headers.
+        if (i < 40)
+            pos = (i % 2 ? f1 : h1) + (size_t)(r[0] % 8);
+        memcpy(bad, z.data, z.len);
+        bad[pos % z.len] ^= (unsigned char)(1u << (r[3] % 8));
+        int rc = zdecompress(&d, bad, z.len, 8191, i % 3, &err);
+        if (rc != 0) {
+            assert_int_equal(rc, PD_ECORRUPT);
+            assert_non_null(strstr(err.msg, "backups/Z/base.tar"));
+        }
+        pd_free(d.data);
+    }
+#undef DAMAGE
+    pd_free(bad);
+    pd_free(z.data);
+    pd_free(data);
+}
+
+/* A failing sink stops the pool; freeing mid-stream joins its threads. */
+static void
+test_object_zstd_pool_failure_and_free(void **state)
+{
+    size_t len = 12 * ZCHUNK;
+    unsigned char *data = make_data(len, 0);
+    pd_zstd_opts zo = PD_ZSTD_OPTS_INIT;
+    pd_err err = PD_ERR_INIT;
+    pd_stage *s = NULL;
+    size_t left = 3 * ZCHUNK;
+    membuf z;
+    (void)state;
+
+    zo.level = 1;
+    zo.workers = 2;
+    assert_int_equal(pd_stage_zstd_new(&s, &zo, pd_stage_sink_new(fail_after, NULL, &left), &err),
+                     0);
+    assert_int_equal(feed(s, data, len, 1 << 20, &err), PD_EIO);
+    assert_non_null(strstr(err.msg, "disk full"));
+    pd_stage_free(s);
+
+    zcompress(&z, data, len, 1 << 20, &zo);
+    left = 3 * ZCHUNK;
+    assert_int_equal(
+        pd_stage_unzstd_new(&s, "o", 2, pd_stage_sink_new(fail_after, NULL, &left), &err), 0);
+    assert_int_equal(feed(s, z.data, z.len, 1 << 20, &err), PD_EIO);
+    pd_stage_free(s);
+
+    // Freed with jobs queued and running.
+    assert_int_equal(pd_stage_zstd_new(&s, &zo, pd_stage_null_new(), &err), 0);
+    assert_int_equal(pd_stage_write(s, data, len / 2, &err), 0);
+    pd_stage_free(s);
+    assert_int_equal(pd_stage_unzstd_new(&s, "o", 2, pd_stage_null_new(), &err), 0);
+    assert_int_equal(pd_stage_write(s, z.data, z.len / 2, &err), 0);
+    pd_stage_free(s);
+    pd_free(z.data);
+    pd_free(data);
 }
 
 /* The async stage keeps bytes in order, whatever the chunking. */
@@ -670,6 +1031,12 @@ main(void)
         cmocka_unit_test(test_object_errors_are_sticky),
         cmocka_unit_test(test_object_hash_stage),
         cmocka_unit_test(test_object_unzstd_truncated),
+        cmocka_unit_test(test_object_zstd_frames_round_trip),
+        cmocka_unit_test(test_object_zstd_frames_one_byte_chunks),
+        cmocka_unit_test(test_object_zstd_old_format_decodes),
+        cmocka_unit_test(test_object_zstd_mixed_frames),
+        cmocka_unit_test(test_object_zstd_corrupt_headers),
+        cmocka_unit_test(test_object_zstd_pool_failure_and_free),
         cmocka_unit_test(test_object_async_round_trip),
         cmocka_unit_test(test_object_async_downstream_failure),
         cmocka_unit_test(test_object_async_free_without_finish),
