@@ -35,7 +35,7 @@ typedef struct pd_retention_backup {
     /* logical: the names of the databases it holds (borrowed) */
     const char *const *databases;
     size_t n_databases;
-    bool expiring;  /* an earlier expire wrote its marker */
+    bool expiring; /* an earlier expire wrote its marker */
     bool drill_passed;
     int64_t stop_time;  /* complete: when the backup finished (seconds since the epoch) */
     int64_t last_write; /* incomplete: the newest of its objects' times and its ID's time */
