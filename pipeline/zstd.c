@@ -261,17 +261,28 @@ emitter_failure(zstd_stage *z, pd_err *err)
 }
 
 static int
+thread_fail(const zstd_stage *z, int rc, pd_err *err)
+{
+    if (z->what)
+        return pd_err_set(err, PD_EFAIL, "could not start a zstd thread for object \"%s\": %s",
+                          z->what, strerror(rc));
+    return pd_err_set(err, PD_EFAIL, "could not start a zstd thread: %s", strerror(rc));
+}
+
+static int
 start_threads(zstd_stage *z, pd_err *err)
 {
     for (; z->started < z->nthreads; z->started++) {
         z->args[z->started].z = z;
         z->args[z->started].index = z->started;
-        if (pthread_create(&z->threads[z->started], NULL, worker, &z->args[z->started]) != 0)
-            return pd_err_set(err, PD_EFAIL, "could not start a zstd thread");
+        int rc = pthread_create(&z->threads[z->started], NULL, worker, &z->args[z->started]);
+        if (rc != 0)
+            return thread_fail(z, rc, err);
     }
     if (z->use_emitter && !z->emitter_started) {
-        if (pthread_create(&z->emitter_thread, NULL, emitter, z) != 0)
-            return pd_err_set(err, PD_EFAIL, "could not start a zstd thread");
+        int rc = pthread_create(&z->emitter_thread, NULL, emitter, z);
+        if (rc != 0)
+            return thread_fail(z, rc, err);
         z->emitter_started = true;
     }
     return 0;
@@ -801,6 +812,15 @@ unzstd_write(pd_stage *s, const void *buf, size_t len, pd_err *err)
     const unsigned char *p = buf;
     int rc;
 
+    // A failure downstream (the emitter's) comes first: the same stream
+    // fails the same way whatever the timing.
+    if (z->use_emitter) {
+        pthread_mutex_lock(&z->mu);
+        rc = emitter_failure(z, err);
+        pthread_mutex_unlock(&z->mu);
+        if (rc < 0)
+            return rc;
+    }
     while (len > 0) {
         switch (z->ps) {
         case P_MAGIC:

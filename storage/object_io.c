@@ -128,9 +128,14 @@ mismatch(const char *name, const char *what, pd_err *err)
                       name, what);
 }
 
-int
-pd_objr_read(pd_repo *r, const char *name, const pd_object_info *expect, pd_stage *sink,
-             pd_object_info *got, pd_err *err)
+/*
+ * pd_objr_read; parallel: decode on the reader's threads (large objects).
+ * A small object (manifest, key, report) is decoded on the caller's thread:
+ * no threads to start nor job buffers to reserve for a few KiB.
+ */
+static int
+read_object(pd_repo *r, const char *name, const pd_object_info *expect, pd_stage *sink,
+            pd_object_info *got, bool parallel, pd_err *err)
 {
     pd_obj_read_opts ro = PD_OBJ_READ_OPTS_INIT;
     borrow b = {sink};
@@ -140,6 +145,7 @@ pd_objr_read(pd_repo *r, const char *name, const pd_object_info *expect, pd_stag
     int rc;
 
     plain = pd_stage_hash_new(pd_stage_sink_new(borrow_write, borrow_finish, &b));
+    ro.parallel = parallel;
     ro.identity = name;
     ro.expect_cipher = pd_repo_cipher(r);
     ro.lookup = pd_repo_key_lookup;
@@ -169,6 +175,13 @@ pd_objr_read(pd_repo *r, const char *name, const pd_object_info *expect, pd_stag
     return rc;
 }
 
+int
+pd_objr_read(pd_repo *r, const char *name, const pd_object_info *expect, pd_stage *sink,
+             pd_object_info *got, pd_err *err)
+{
+    return read_object(r, name, expect, sink, got, true, err);
+}
+
 /* A bounded memory sink for small objects. */
 typedef struct membuf {
     char *data;
@@ -194,7 +207,7 @@ pd_objr_read_all(pd_repo *r, const char *name, size_t max, char **buf, size_t *l
 {
     membuf m = {pd_malloc(max + 1), 0, max, name};
     pd_stage *sink = pd_stage_sink_new(mem_write, NULL, &m);
-    int rc = pd_objr_read(r, name, NULL, sink, NULL, err);
+    int rc = read_object(r, name, NULL, sink, NULL, false, err);
 
     pd_stage_free(sink);
     if (rc < 0) {

@@ -800,7 +800,7 @@ test_object_zstd_corrupt_headers(void **state)
     DAMAGE(bad[f1 + 4] |= 0x08, "reserved bit");
     // A non-single-segment window of 2^31, and a single-segment frame of 2^30 bytes.
     DAMAGE((bad[f1 + 4] &= (unsigned char)~0x20, bad[f1 + 5] = 21 << 3), "window");
-    DAMAGE((bad[f1 + 4] = 0xa0, bad[f1 + 8] = 0x40), NULL);
+    DAMAGE((bad[f1 + 4] = 0xa0, bad[f1 + 8] = 0x40), "window");
     DAMAGE(bad[h1] |= 0x06, "reserved block type");
     DAMAGE(bad[h1 + 2] |= 0x80, "larger than 128 KiB");
     // Block lengths off by a little: the frame no longer parses or decodes.
@@ -877,6 +877,7 @@ test_object_zstd_pool_failure_and_free(void **state)
     assert_int_equal(
         pd_stage_unzstd_new(&s, "o", 2, pd_stage_sink_new(fail_after, NULL, &left), &err), 0);
     assert_int_equal(feed(s, z.data, z.len, 1 << 20, &err), PD_EIO);
+    assert_non_null(strstr(err.msg, "disk full"));
     pd_stage_free(s);
 
     // Freed with jobs queued and running.
