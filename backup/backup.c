@@ -155,6 +155,14 @@ pd_backup_confirm_objects(pd_repo *r, const char *id, json_t *objects, pd_err *e
     return 0;
 }
 
+void
+pd_backup_log_uncommitted(const char *id)
+{
+    pd_log_info("backup %s was not committed: it will never be restored, and expire removes what "
+                "it left",
+                id);
+}
+
 json_t *
 pd_backup_object_json(const char *name, const pd_object_info *info)
 {
@@ -302,9 +310,7 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     m = NULL;
 cleanup:
     if (rc < 0 && c.id[0])
-        pd_log_info("backup %s was not committed: it will never be restored, and expire removes "
-                    "what it left",
-                    c.id);
+        pd_backup_log_uncommitted(c.id);
     pd_progress_free(c.progress);
     pd_objw_free(c.current);
     json_decref(m);

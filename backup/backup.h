@@ -60,6 +60,9 @@ json_t *pd_backup_object_json(const char *name, const pd_object_info *info);
 PD_MUST_CHECK int pd_backup_confirm_objects(pd_repo *r, const char *id, json_t *objects,
                                             pd_err *err);
 
+/* Says, after a failure, that backup id was not committed and what becomes of it. */
+void pd_backup_log_uncommitted(const char *id);
+
 /* Writes backups/<id>/manifest.json: the commit. */
 PD_MUST_CHECK int pd_backup_commit_manifest(pd_repo *r, const char *id, const pd_secret *key,
                                             const unsigned char *key_id, json_t *m, pd_err *err);

@@ -404,9 +404,7 @@ pd_backup_logical(json_t **manifest, const pd_config *cfg, const pd_backup_logic
     m = NULL;
 cleanup:
     if (rc < 0 && c.id[0])
-        pd_log_info("backup %s was not committed: it will never be restored, and expire removes "
-                    "what it left",
-                    c.id);
+        pd_backup_log_uncommitted(c.id);
     json_decref(m);
     json_decref(dbs);
     json_decref(counts);

@@ -661,6 +661,33 @@ pg_bin_for(drill *d, char *buf, size_t size)
     return buf;
 }
 
+/* Sets d->pg_bin to the backup's PostgreSQL binaries; exit 2 when its postgres cannot run. */
+static int
+find_postgres(drill *d, pd_err *err)
+{
+    char *postgres = pd_asprintf("%s/postgres", pg_bin_for(d, d->pg_bin, sizeof(d->pg_bin)));
+    int rc = 0;
+
+    if (access(postgres, X_OK) < 0) {
+        rc = pd_err_sys(err, PD_ECONFIG, "cannot run \"%s\" for backup %s (PostgreSQL %s)",
+                        postgres, d->backup_id,
+                        json_string_value(json_object_get(d->manifest, "pg_version")) ?: "?");
+        pd_err_hint(err, "install that major version's server package, or set pg-bin");
+    }
+    return rc;
+}
+
+/* Where scratch instances go: drill-dir, else $TMPDIR when absolute, else /var/tmp. */
+static const char *
+drill_dir(const pd_config *cfg)
+{
+    const char *dir = pd_config_get(cfg, "drill-dir"), *tmp = getenv("TMPDIR");
+
+    if (dir)
+        return dir;
+    return tmp && tmp[0] == '/' ? tmp : "/var/tmp";
+}
+
 int
 pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_err *err)
 {
@@ -669,7 +696,7 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
     pd_restore_opts ro;
     char id[PD_TIME_BUF];
     char maps_dir[PD_RESTORE_MAX_MAPS][64];
-    char *cp = NULL, *postgres = NULL;
+    char *cp = NULL;
     double t0 = pd_time_mono();
     time_t start = time(NULL);
     json_t *out = NULL;
@@ -710,18 +737,9 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
             pd_log_info("backup %s is a logical backup: --target random means the moment of "
                         "its dump",
                         d.backup_id);
-        pg_bin_for(&d, d.pg_bin, sizeof(d.pg_bin));
-        postgres = pd_asprintf("%s/postgres", d.pg_bin);
-        if (access(postgres, X_OK) < 0) {
-            rc = pd_err_sys(err, PD_ECONFIG, "cannot run \"%s\" for backup %s (PostgreSQL %s)",
-                            postgres, d.backup_id,
-                            json_string_value(json_object_get(d.manifest, "pg_version")) ?: "?");
-            pd_err_hint(err, "install that major version's server package, or set pg-bin");
+        if ((rc = find_postgres(&d, err)) < 0)
             goto cleanup;
-        }
-        const char *parent = pd_config_get(cfg, "drill-dir");
-        if (parent == NULL)
-            parent = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
+        const char *parent = drill_dir(cfg);
         // The restored databases take about twice the dump (indexes are rebuilt).
         if ((rc = check_disk(&d, parent, 0, 2, err)) < 0)
             goto cleanup;
@@ -735,15 +753,8 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
     d.tli = (unsigned)json_integer_value(json_object_get(d.manifest, "timeline"));
     if ((rc = choose_target(&d, err)) < 0)
         goto cleanup;
-    pg_bin_for(&d, d.pg_bin, sizeof(d.pg_bin));
-    postgres = pd_asprintf("%s/postgres", d.pg_bin);
-    if (access(postgres, X_OK) < 0) {
-        rc = pd_err_sys(err, PD_ECONFIG, "cannot run \"%s\" for backup %s (PostgreSQL %s)",
-                        postgres, d.backup_id,
-                        json_string_value(json_object_get(d.manifest, "pg_version")) ?: "?");
-        pd_err_hint(err, "install that major version's server package, or set pg-bin");
+    if ((rc = find_postgres(&d, err)) < 0)
         goto cleanup;
-    }
     pd_log_info("drill %s: backup %s (ended %s), target %s%s%s%s", id, d.backup_id,
                 json_string_value(json_object_get(d.manifest, "stop_time")), d.target_type,
                 d.target_value[0] ? " " : "", d.target_value,
@@ -785,9 +796,7 @@ pd_drill_run(json_t **report, const pd_config *cfg, const pd_drill_opts *o, pd_e
                      d.backup_id);
 
     // The scratch instance.
-    const char *parent = pd_config_get(cfg, "drill-dir");
-    if (parent == NULL)
-        parent = getenv("TMPDIR") && getenv("TMPDIR")[0] == '/' ? getenv("TMPDIR") : "/var/tmp";
+    const char *parent = drill_dir(cfg);
     if ((rc = check_disk(&d, parent, segments, 1, err)) < 0)
         goto cleanup;
     const char *repo = pd_config_get(cfg, "repo");
@@ -915,6 +924,5 @@ cleanup:
     json_decref(d.checks);
     pd_repo_free(d.repo);
     pd_free(cp);
-    pd_free(postgres);
     return rc;
 }
