@@ -156,12 +156,14 @@ static const pd_cmd_def commands[] = {
      "expire [--dry-run] [--json]",
      "apply retention to backups and WAL",
      "Removes backups beyond retention-full (count) and retention-days (age), kept when either\n"
-     "rule keeps them, counted apart for physical and logical backups; never the newest\n"
-     "complete backup, nor (retention-keep-drilled = yes) the newest whose last drill passed.\n"
+     "rule keeps them, counted apart for physical backups and for each database's logical\n"
+     "backups; never the newest complete backup, nor (retention-keep-drilled = yes) the\n"
+     "newest whose last drill passed.\n"
      "Incomplete backups go after retention-incomplete-grace hours. Then the WAL below the\n"
      "start of the oldest kept physical backup, per timeline; .history files stay. With no\n"
      "retention key set nothing is removed. Each removal is logged; a killed run\n"
-     "leaves a consistent repository and the next run finishes it.",
+     "leaves a consistent repository and the next run finishes it. A running restore,\n"
+     "drill or verify is waited for: expire never removes a backup being read.",
      "pgdrill --cluster main expire --dry-run\n"
      "  pgdrill --cluster main --quiet expire      # nightly, after the backup",
      0,
@@ -196,8 +198,9 @@ static const pd_cmd_def commands[] = {
      "check [--json] [--strict] | check --nagios",
      "check configuration, connection, repository, archiving, health, least privilege",
      "Loads the configuration, connects to PostgreSQL and reports its version, checks that\n"
-     "the repository (directory or S3 endpoint) is reachable and that a forced WAL switch\n"
-     "reaches it; then evaluates health against alert-backup-age, alert-archive-lag,\n"
+     "the repository (directory or S3 endpoint) is reachable, opens it and verifies the key,\n"
+     "and that a forced WAL switch reaches it; then evaluates health against alert-backup-age, "
+     "alert-archive-lag,\n"
      "alert-drill-age and alert-repository-days (OK, WARNING, CRITICAL) and lists\n"
      "least-privilege findings (critical, warning, info: role attributes, memberships and\n"
      "write grants, pg_hba.conf trust for replication, file modes, encryption), each naming\n"
