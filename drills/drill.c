@@ -674,6 +674,7 @@ find_postgres(drill *d, pd_err *err)
                         json_string_value(json_object_get(d->manifest, "pg_version")) ?: "?");
         pd_err_hint(err, "install that major version's server package, or set pg-bin");
     }
+    pd_free(postgres);
     return rc;
 }
 
