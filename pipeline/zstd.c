@@ -12,16 +12,17 @@
  * versions wrote, goes through one streaming decoder.
  *
  * Invariants:
- *  1. Memory is fixed at creation: a ring of njobs jobs (workers + 2, or + 3
- *     with an emitter), each with an input and an output buffer, and one
+ *  1. Memory is fixed at creation: a ring of njobs jobs (workers + 3, or one
+ *     without threads), each with an input and an output buffer, and one
  *     libzstd context per thread. Nothing is reallocated; every length read
  *     from the stream is checked against these buffers before bytes are
  *     copied.
  *  2. Output leaves in input order, from the head of the ring only, and on
- *     one thread only: the caller's (compression, or no threads) or the
- *     emitter's (decompression with threads), which alone calls next until
- *     finish has joined it. A streamed frame's output goes into jobs too,
- *     so it queues behind every frame before it. Workers never call next.
+ *     one thread only: the caller's without threads, else the emitter
+ *     thread's, which alone calls next until finish has joined it (so the
+ *     stages below, encryption, hashing and storage, run beside the
+ *     caller's own work). A streamed frame's output goes into jobs too, so
+ *     it queues behind every frame before it. Workers never call next.
  *  3. A job's buffers belong to the producer (the caller's thread) while it
  *     fills the job, to one worker while it is JOB_RUNNING, and to whoever
  *     emits once it is JOB_DONE; state, head and count change under the
@@ -99,9 +100,8 @@ struct zstd_stage {
     pthread_mutex_t mu;
     pthread_cond_t work_cv, done_cv, free_cv;
     bool stopping;
-    // Decompression with threads: an emitter thread forwards done jobs, in
+    // With threads: an emitter thread forwards done jobs, in
     // order, and is the only one to call next until finish joins it.
-    bool use_emitter;
     pthread_t emitter_thread;
     bool emitter_started, draining, emitter_done;
     int emit_rc; /* the emitter's failure, with emit_err */
@@ -279,7 +279,7 @@ start_threads(zstd_stage *z, pd_err *err)
         if (rc != 0)
             return thread_fail(z, rc, err);
     }
-    if (z->use_emitter && !z->emitter_started) {
+    if (z->nthreads > 0 && !z->emitter_started) {
         int rc = pthread_create(&z->emitter_thread, NULL, emitter, z);
         if (rc != 0)
             return thread_fail(z, rc, err);
@@ -288,40 +288,34 @@ start_threads(zstd_stage *z, pd_err *err)
     return 0;
 }
 
-typedef enum emit_mode {
-    EMIT_READY, /* whatever is done at the head, without waiting */
-    EMIT_ONE,   /* at least one job (waits for the head) */
-    EMIT_ALL,   /* every job (waits) */
-} emit_mode;
-
-/* Forwards done jobs from the head of the ring, in order (producer). */
+/* Without threads: forwards the jobs at the head, each done already (producer). */
 static int
-emit(zstd_stage *z, emit_mode mode, pd_err *err)
+emit(zstd_stage *z, pd_err *err)
 {
-    bool wait = mode != EMIT_READY;
     int rc;
 
-    for (;;) {
-        pthread_mutex_lock(&z->mu);
-        if (z->count == 0) {
-            pthread_mutex_unlock(&z->mu);
-            return 0;
-        }
-        job *j = &z->jobs[z->head];
-        while (wait && j->state != JOB_DONE)
-            pthread_cond_wait(&z->done_cv, &z->mu);
-        bool done = j->state == JOB_DONE;
-        pthread_mutex_unlock(&z->mu);
-        if (!done)
-            return 0;
-        rc = emit_job(z, j, err);
-        pthread_mutex_lock(&z->mu);
+    PD_ASSERT(z->nthreads == 0);
+    while (z->count > 0) {
+        rc = emit_job(z, &z->jobs[z->head], err);
         release_head(z);
-        pthread_mutex_unlock(&z->mu);
         if (rc < 0)
             return rc;
-        wait = mode == EMIT_ALL;
     }
+    return 0;
+}
+
+/* The downstream failure the emitter stopped on, if any (producer). */
+static int
+downstream_failure(zstd_stage *z, pd_err *err)
+{
+    int rc;
+
+    if (z->nthreads == 0)
+        return 0;
+    pthread_mutex_lock(&z->mu);
+    rc = emitter_failure(z, err);
+    pthread_mutex_unlock(&z->mu);
+    return rc;
 }
 
 /* The job to fill next; waits for (and emits) the oldest when all are busy. */
@@ -332,7 +326,7 @@ take_job(zstd_stage *z, pd_err *err)
 
     if (z->filling != NULL)
         return 0;
-    if (z->use_emitter) {
+    if (z->nthreads > 0) {
         if ((rc = start_threads(z, err)) < 0)
             return rc;
         pthread_mutex_lock(&z->mu);
@@ -345,8 +339,6 @@ take_job(zstd_stage *z, pd_err *err)
         if (rc < 0)
             return rc;
     } else {
-        if (z->count == z->njobs && (rc = emit(z, EMIT_ONE, err)) < 0)
-            return rc;
         z->filling = &z->jobs[(z->head + z->count) % z->njobs];
     }
     PD_ASSERT(z->filling->state == JOB_FREE && z->filling->in_len == 0);
@@ -366,7 +358,7 @@ submit(zstd_stage *z, pd_err *err)
         run_job(z, 0, j);
         j->state = JOB_DONE;
         z->count++;
-        return emit(z, EMIT_ALL, err);
+        return emit(z, err);
     }
     if ((rc = start_threads(z, err)) < 0)
         return rc;
@@ -376,9 +368,7 @@ submit(zstd_stage *z, pd_err *err)
     pthread_cond_signal(&z->work_cv);
     rc = emitter_failure(z, err);
     pthread_mutex_unlock(&z->mu);
-    if (rc < 0 || z->use_emitter)
-        return rc;
-    return emit(z, EMIT_READY, err);
+    return rc;
 }
 
 /*
@@ -396,7 +386,7 @@ submit_done(zstd_stage *z, pd_err *err)
     if (z->nthreads == 0) {
         j->state = JOB_DONE;
         z->count++;
-        return emit(z, EMIT_ALL, err);
+        return emit(z, err);
     }
     if ((rc = start_threads(z, err)) < 0)
         return rc;
@@ -415,8 +405,8 @@ drain(zstd_stage *z, pd_err *err)
 {
     int rc;
 
-    if (!z->use_emitter)
-        return emit(z, EMIT_ALL, err);
+    if (z->nthreads == 0)
+        return emit(z, err);
     if (!z->emitter_started)
         return 0;
     pthread_mutex_lock(&z->mu);
@@ -479,8 +469,9 @@ zstd_free(pd_stage *s)
 }
 
 /*
- * Sets up the pool: nthreads threads (0: the caller's) and nthreads + 2 jobs,
- * or nthreads + 3 with the emitter (which holds one while forwarding it).
+ * Sets up the pool: nthreads workers and an emitter, and nthreads + 3 jobs
+ * (the producer fills one, the emitter holds one while forwarding it); or,
+ * with no threads, one job run on the caller's thread.
  */
 static void
 pool_init(zstd_stage *z, int nthreads, size_t in_cap, size_t out_cap)
@@ -488,8 +479,7 @@ pool_init(zstd_stage *z, int nthreads, size_t in_cap, size_t out_cap)
     int nctx = nthreads ? nthreads : 1;
 
     z->nthreads = nthreads;
-    z->use_emitter = z->decompress && nthreads > 0;
-    z->njobs = nthreads ? (size_t)nthreads + (z->use_emitter ? 3 : 2) : 1;
+    z->njobs = nthreads ? (size_t)nthreads + 3 : 1;
     z->in_cap = in_cap;
     z->out_cap = out_cap;
     z->jobs = pd_calloc(z->njobs, sizeof(job));
@@ -542,6 +532,9 @@ zstd_write(pd_stage *s, const void *buf, size_t len, pd_err *err)
         ZSTD_inBuffer in = {buf, len, 0};
         return compress_some(z, &in, ZSTD_e_continue, err);
     }
+    // A failure downstream (the emitter's) comes first, as in unzstd_write.
+    if ((rc = downstream_failure(z, err)) < 0)
+        return rc;
     while (len > 0) {
         if ((rc = take_job(z, err)) < 0)
             return rc;
@@ -577,7 +570,7 @@ zstd_finish(pd_stage *s, pd_err *err)
         if ((rc = take_job(z, err)) < 0 || (rc = submit(z, err)) < 0)
             return rc;
     }
-    if ((rc = emit(z, EMIT_ALL, err)) < 0)
+    if ((rc = drain(z, err)) < 0)
         return rc;
     return pd_stage_forward_finish(s, err);
 }
@@ -814,13 +807,8 @@ unzstd_write(pd_stage *s, const void *buf, size_t len, pd_err *err)
 
     // A failure downstream (the emitter's) comes first: the same stream
     // fails the same way whatever the timing.
-    if (z->use_emitter) {
-        pthread_mutex_lock(&z->mu);
-        rc = emitter_failure(z, err);
-        pthread_mutex_unlock(&z->mu);
-        if (rc < 0)
-            return rc;
-    }
+    if ((rc = downstream_failure(z, err)) < 0)
+        return rc;
     while (len > 0) {
         switch (z->ps) {
         case P_MAGIC:
