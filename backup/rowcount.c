@@ -1,6 +1,7 @@
 /* Row counts recorded with a backup (see rowcount.h). */
 #include "backup/rowcount.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,7 +10,13 @@
 
 struct pd_rowcount {
     pd_pg_opts po;  /* strings borrowed from the configuration */
-    json_t *tables; /* [{database, table, changes_before}] */
+    json_t *tables; /* [{database, table, changes_before[, rows | error]}] */
+    // The counting thread owns tables from its start until it is joined.
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t mu;
+    PGcancel *cancel; /* the counting connection's, under mu */
+    bool stopping;    /* under mu */
 };
 
 /* Inserted plus deleted rows since the statistics were reset: what can change a count. */
@@ -38,6 +45,8 @@ connect_db(pd_pg **pg, const pd_rowcount *rc, const char *db, pd_err *err)
     return pd_pg_connect(pg, &o, err);
 }
 
+static void *count_all(void *arg);
+
 pd_rowcount *
 pd_rowcount_begin(const pd_pg_opts *po)
 {
@@ -45,9 +54,11 @@ pd_rowcount_begin(const pd_pg_opts *po)
     pd_err err = PD_ERR_INIT;
     PGresult *dbs = NULL, *res = NULL;
     pd_pg *pg = NULL;
+    int prc;
 
     rc->po = *po;
     rc->tables = json_array();
+    pthread_mutex_init(&rc->mu, NULL);
     if (pd_pg_connect(&pg, po, &err) < 0 ||
         pd_pg_query(pg, &dbs,
                     "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
@@ -81,15 +92,22 @@ pd_rowcount_begin(const pd_pg_opts *po)
         pg = NULL;
     }
     PQclear(dbs);
+    if (json_array_size(rc->tables) == 0)
+        return rc;
+    if ((prc = pthread_create(&rc->thread, NULL, count_all, rc)) != 0)
+        pd_log_warning("row counts will not be recorded with this backup: could not start a "
+                       "thread: %s",
+                       strerror(prc));
+    else
+        rc->started = true;
     return rc;
 }
 
 /* Counts one table in its own read-only transaction; -1 when it cannot. */
 static long long
-count_rows(pd_pg *pg, const char *table, long long *changes, pd_err *err)
+count_rows(pd_pg *pg, const char *table, pd_err *err)
 {
     PGresult *res = NULL;
-    const char *params[1] = {table};
     long long rows = -1;
     char *sql = pd_asprintf("SELECT count(*) FROM %s", table); // quote_ident'ed above
 
@@ -103,21 +121,92 @@ count_rows(pd_pg *pg, const char *table, long long *changes, pd_err *err)
         goto cleanup;
     rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
-    if (pd_pg_query(pg, &res, "COMMIT", 0, NULL, err) < 0) {
+    if (pd_pg_query(pg, &res, "COMMIT", 0, NULL, err) < 0)
         rows = -1;
-        goto cleanup;
-    }
-    PQclear(res);
-    // After the transaction: a new statistics snapshot.
-    if (pd_pg_query(pg, &res, CHANGES_SQL, 1, params, err) < 0 || PQntuples(res) != 1) {
-        rows = -1;
-        goto cleanup;
-    }
-    *changes = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 cleanup:
     PQclear(res);
     pd_free(sql);
     return rows;
+}
+
+/* Makes pg the connection free() cancels (NULL: none); false when stopping. */
+static bool
+set_cancel(pd_rowcount *rc, pd_pg *pg)
+{
+    bool go;
+
+    pthread_mutex_lock(&rc->mu);
+    if (rc->cancel)
+        PQfreeCancel(rc->cancel);
+    rc->cancel = pg ? PQgetCancel(pd_pg_conn(pg)) : NULL;
+    go = !rc->stopping;
+    pthread_mutex_unlock(&rc->mu);
+    return go;
+}
+
+/*
+ * The counting thread: counts every table while the backup streams, and
+ * records "rows" or "error" in it. Logs nothing (the caller's thread does).
+ */
+static void *
+count_all(void *arg)
+{
+    pd_rowcount *rc = arg;
+    const char *open_db = NULL;
+    pd_pg *pg = NULL;
+    json_t *t;
+    size_t i;
+
+    json_array_foreach(rc->tables, i, t)
+    {
+        const char *db = json_string_value(json_object_get(t, "database"));
+        const char *table = json_string_value(json_object_get(t, "table"));
+        pd_err e = PD_ERR_INIT;
+        long long rows;
+
+        if (open_db == NULL || strcmp(open_db, db) != 0) {
+            set_cancel(rc, NULL);
+            pd_pg_free(pg);
+            pg = NULL;
+            open_db = db;
+            if (connect_db(&pg, rc, db, &e) < 0) {
+                json_object_set_new(t, "error", json_string(e.msg));
+                continue;
+            }
+        }
+        if (pg == NULL) {
+            json_object_set_new(t, "error", json_string("no connection to its database"));
+            continue;
+        }
+        if (!set_cancel(rc, pg))
+            break;
+        if ((rows = count_rows(pg, table, &e)) < 0) {
+            json_object_set_new(t, "error", json_string(e.msg));
+            PQclear(PQexec(pd_pg_conn(pg), "ROLLBACK"));
+            continue;
+        }
+        json_object_set_new(t, "rows", json_integer(rows));
+    }
+    set_cancel(rc, NULL);
+    pd_pg_free(pg);
+    return NULL;
+}
+
+/* Stops the counting thread: cancels its query when asked to, and joins it. */
+static void
+join_counter(pd_rowcount *rc, bool cancel)
+{
+    if (!rc->started)
+        return;
+    pthread_mutex_lock(&rc->mu);
+    rc->stopping = cancel;
+    if (cancel && rc->cancel) {
+        char buf[256];
+        (void)PQcancel(rc->cancel, buf, sizeof(buf));
+    }
+    pthread_mutex_unlock(&rc->mu);
+    pthread_join(rc->thread, NULL);
+    rc->started = false;
 }
 
 json_t *
@@ -128,13 +217,23 @@ pd_rowcount_finish(pd_rowcount *rc)
     pd_pg *pg = NULL;
     size_t i;
 
+    join_counter(rc, false);
     json_array_foreach(rc->tables, i, t)
     {
         const char *db = json_string_value(json_object_get(t, "database"));
         const char *table = json_string_value(json_object_get(t, "table"));
+        const char *params[1] = {table};
+        json_t *rows = json_object_get(t, "rows");
+        PGresult *res = NULL;
         pd_err e = PD_ERR_INIT;
-        long long changes = 0, rows;
 
+        if (json_object_get(t, "error")) {
+            pd_log_warning("row count of table %s in database \"%s\" will not be recorded: %s",
+                           table, db, json_string_value(json_object_get(t, "error")));
+            continue;
+        }
+        if (rows == NULL)
+            continue;
         if (open_db == NULL || strcmp(open_db, db) != 0) {
             pd_pg_free(pg);
             pg = NULL;
@@ -146,17 +245,21 @@ pd_rowcount_finish(pd_rowcount *rc)
         }
         if (pg == NULL)
             continue;
-        if ((rows = count_rows(pg, table, &changes, &e)) < 0) {
+        // Read after the backup ended (each query a new statistics snapshot),
+        // so the changes span the whole backup and the count, wherever it fell.
+        if (pd_pg_query(pg, &res, CHANGES_SQL, 1, params, &e) < 0 || PQntuples(res) != 1) {
             pd_log_warning("row count of table %s in database \"%s\" will not be recorded: %s",
-                           table, db, e.msg);
-            PQclear(PQexec(pd_pg_conn(pg), "ROLLBACK"));
+                           table, db, e.msg[0] ? e.msg : "no statistics row");
+            PQclear(res);
             continue;
         }
+        long long changes = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
         long long before = json_integer_value(json_object_get(t, "changes_before"));
+        PQclear(res);
         json_t *o = json_object();
         json_object_set_new(o, "database", json_string(db));
         json_object_set_new(o, "table", json_string(table));
-        json_object_set_new(o, "rows", json_integer(rows));
+        json_object_set_new(o, "rows", json_incref(rows));
         // A statistics reset in between makes the counter smaller: then nothing is known.
         json_object_set_new(o, "changes",
                             changes >= before ? json_integer(changes - before) : json_null());
@@ -171,6 +274,12 @@ pd_rowcount_free(pd_rowcount *rc)
 {
     if (rc == NULL)
         return;
+    join_counter(rc, true);
+    pthread_mutex_lock(&rc->mu);
+    if (rc->cancel)
+        PQfreeCancel(rc->cancel);
+    pthread_mutex_unlock(&rc->mu);
+    pthread_mutex_destroy(&rc->mu);
     json_decref(rc->tables);
     pd_free(rc);
 }

@@ -3,12 +3,14 @@
  * backup so that a drill can compare the restored tables against them.
  *
  * A physical backup is not a snapshot: it spans from its start LSN to its
- * stop LSN while the server keeps writing, and the counts are taken right
- * after it ends. So each table also records how many rows were inserted or
- * deleted from just before the backup started until it was counted
- * ("changes", from the statistics counters): a drill recovered to the
- * backup's consistent point must find a count within that many rows of the
- * recorded one. A table nobody wrote to must match exactly.
+ * stop LSN while the server keeps writing. The counts are taken on a thread
+ * of their own while the backup streams (each table in its own read-only
+ * transaction), so they cost no time after it. So each table also records
+ * how many rows were inserted or deleted from just before the backup
+ * started until after it ended ("changes", from the statistics counters,
+ * read once the backup ended): the count was taken in between, so a drill
+ * recovered to the backup's consistent point must find a count within that
+ * many rows of the recorded one. A table nobody wrote to must match exactly.
  *
  * A logical backup counts inside the snapshot its pg_dump uses
  * (pd_rowcount_in_snapshot), so its counts are exact.
@@ -29,15 +31,20 @@
 
 typedef struct pd_rowcount pd_rowcount;
 
-/* Before the backup starts: picks the tables and reads their change counters. */
+/*
+ * Before the backup starts: picks the tables, reads their change counters
+ * and starts counting them on a thread of its own.
+ */
 pd_rowcount *pd_rowcount_begin(const pd_pg_opts *po);
 
 /*
- * After the backup ended: counts the rows. Returns the manifest's
- * "row_counts" array, [{database, table, rows, changes}], a new reference.
+ * After the backup ended: waits for the counts and reads the change counters
+ * again. Returns the manifest's "row_counts" array, [{database, table, rows,
+ * changes}], a new reference.
  */
 json_t *pd_rowcount_finish(pd_rowcount *rc);
 
+/* Cancels counting that is still running (a failed backup), and frees. */
 void pd_rowcount_free(pd_rowcount *rc);
 
 /*
