@@ -117,6 +117,11 @@ count_rows(pd_pg *pg, const char *table, pd_err *err)
     if (pd_pg_query(pg, &res, "SET LOCAL statement_timeout = '10min'", 0, NULL, err) < 0)
         goto cleanup;
     PQclear(res);
+    // No parallel workers: the count runs beside the backup, off its critical
+    // path, and should not take workers the server's own queries may need.
+    if (pd_pg_query(pg, &res, "SET LOCAL max_parallel_workers_per_gather = 0", 0, NULL, err) < 0)
+        goto cleanup;
+    PQclear(res);
     if (pd_pg_query(pg, &res, sql, 0, NULL, err) < 0)
         goto cleanup;
     rows = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
