@@ -19,7 +19,9 @@
  *     complete, its WAL was still there, so verify never sees a gap. Only
  *     files below the floor of their timeline go (retention.h), which lies
  *     at or below the start of every kept backup, and .history files never:
- *     an archive-push running now only adds files above the floor.
+ *     an archive-push running now only adds files above the floor. So they
+ *     go in batches, in no particular order (a kill midway leaves some of
+ *     them, below every backup, for the next run).
  */
 #include "backup/expire.h"
 
@@ -42,6 +44,9 @@
 #include "storage/repo.h"
 
 #define SEG_SIZE (16ULL * 1024 * 1024)
+
+/* WAL files removed per storage call (S3 DeleteObjects takes 1000 keys). */
+#define WAL_BATCH 1000
 
 /* What the backups/ listing says of one backup beyond the catalog. */
 typedef struct seen {
@@ -75,7 +80,10 @@ typedef struct wal_plan {
     size_t nt;
 } wal_plan;
 
-/* Test hook: PGDRILL_TEST_EXPIRE_CRASH=N exits as a crash would after N changes. */
+/*
+ * Test hook: PGDRILL_TEST_EXPIRE_CRASH=N exits as a crash would after N
+ * changes (and WAL files then go one per change).
+ */
 static void
 crash_point(void)
 {
@@ -594,8 +602,14 @@ pd_expire(json_t **report, const pd_config *cfg, const pd_expire_opts *opts, pd_
         wal_line(line, sizeof(line), item);
         pd_log_info("%s", line);
     }
-    for (size_t k = 0; k < wp.n; k++) {
-        if ((rc = pd_storage_remove(pd_repo_storage(r), wp.paths[k], err)) < 0)
+    // In batches (one S3 request, or one directory fsync, for many files):
+    // all of them lie below every kept backup, so the order does not matter.
+    // Under the crash hook one file at a time, so a kill can fall among them.
+    size_t batch = getenv("PGDRILL_TEST_EXPIRE_CRASH") ? 1 : WAL_BATCH;
+    for (size_t k = 0; k < wp.n; k += batch) {
+        size_t m = wp.n - k < batch ? wp.n - k : batch;
+        if ((rc = pd_storage_remove_many(pd_repo_storage(r), (const char *const *)wp.paths + k, m,
+                                         err)) < 0)
             goto cleanup;
         crash_point();
     }

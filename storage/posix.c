@@ -613,6 +613,52 @@ cleanup:
     return rc;
 }
 
+/* Makes the removals in dirfd durable and closes it; keeps the first error. */
+static int
+sync_removed(pd_storage *st, int *dirfd, const char *path, int rc, pd_err *err)
+{
+    if (*dirfd < 0)
+        return rc;
+    if (fsync(*dirfd) < 0 && rc == 0)
+        rc = sys_fail(err, st, "remove", path, errno);
+    close_fd(dirfd);
+    return rc;
+}
+
+/* As posix_remove for each path, with one directory fsync per directory run (9). */
+static int
+posix_remove_many(pd_storage *st, const char *const *paths, size_t n, pd_err *err)
+{
+    const char *dir = NULL; /* paths[i] whose directory dirfd is */
+    size_t dirlen = 0;
+    int dirfd = -1, rc = 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *slash = strrchr(paths[i], '/');
+        size_t len = slash ? (size_t)(slash - paths[i]) : 0;
+        const char *name;
+
+        if (dir == NULL || len != dirlen || strncmp(dir, paths[i], len) != 0) {
+            if ((rc = sync_removed(st, &dirfd, dir, 0, err)) < 0)
+                break;
+            dir = NULL;
+            rc = open_parent(st, paths[i], false, &dirfd, &name, err);
+            if (rc == PD_ENOTFOUND) {
+                rc = 0;
+                continue;
+            }
+            if (rc < 0)
+                break;
+            dir = paths[i];
+            dirlen = len;
+        }
+        name = slash ? slash + 1 : paths[i];
+        if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+            rc = sys_fail(err, st, "remove", paths[i], errno);
+    }
+    return sync_removed(st, &dirfd, dir, rc, err);
+}
+
 /*
  * Empties the directory dirfd (borrowed), path[0..len) for messages.
  * Symbolic links are removed, never followed: nothing outside the prefix
@@ -756,6 +802,7 @@ static const pd_storage_ops posix_ops = {
     .list = posix_list,
     .stat = posix_stat,
     .remove = posix_remove,
+    .remove_many = posix_remove_many,
     .remove_prefix = posix_remove_prefix,
     .free_space = posix_free_space,
     .free = posix_free,

@@ -1608,6 +1608,72 @@ batch_key(void *payload, const char *key, uint64_t size, int64_t mtime, pd_err *
     return 0;
 }
 
+/*
+ * Sends the DeleteObjects request b holds (keys added, "</Delete>" not yet);
+ * what names the objects in messages. Any key S3 refused fails it.
+ */
+static int
+delete_batch(s3_storage *s, batch *b, const char *what, pd_err *err)
+{
+    unsigned char md[16];
+    char b64[32], errkey[PD_STORAGE_PATH_MAX * 2], code[128];
+    s3_req q = {.method = "POST", .body_max = SMALL_BODY_MAX};
+    s3_resp r = {0};
+    int rc;
+
+    batch_add(b, "</Delete>");
+    md5(md, b->xml, b->len);
+    base64(b64, sizeof(b64), md, 16);
+    q.query[q.n_query++] = (pd_sigv4_param){"delete", ""};
+    q.data = (const unsigned char *)b->xml;
+    q.data_len = b->len;
+    q.content_md5 = b64;
+    q.content_type = "application/xml";
+    // Not check_200: the answer lists per-key <Error>s, parsed here.
+    rc = call(s, &q, &r, "could not remove", what, false, err);
+    if (rc == PD_ENOTFOUND)
+        rc = request_error(err, s, "could not remove", what, CURLE_OK, &r, "", 1);
+    if (rc == 0 && r.b.data) {
+        const char *e = strstr(r.b.data, "<Error>");
+        if (e) {
+            const char *ee = strstr(e, "</Error>");
+            if (xml_get(e, ee, "Key", errkey, sizeof(errkey)) == NULL)
+                snprintf(errkey, sizeof(errkey), "?");
+            if (xml_get(e, ee, "Code", code, sizeof(code)) == NULL)
+                snprintf(code, sizeof(code), "?");
+            rc = pd_err_set(err, PD_ENET,
+                            "could not remove \"%s\" in repository \"%s\": S3 refused to delete "
+                            "\"%s\" (%s)",
+                            what, s->base.repo, errkey, code);
+        }
+    }
+    body_free(&r.b);
+    if (rc == 0)
+        pd_log_debug("s3: deleted %zu objects (%s)", b->n, what);
+    return rc;
+}
+
+static int
+s3_remove_many(pd_storage *st, const char *const *paths, size_t n, pd_err *err)
+{
+    s3_storage *s = s3_of(st);
+    int rc = 0;
+
+    for (size_t i = 0; i < n && rc == 0;) {
+        batch b = {0};
+        const char *first = paths[i];
+        batch_add(&b, "<Delete><Quiet>true</Quiet>");
+        for (; i < n && b.n < DELETE_BATCH; i++) {
+            char *key = full_key(s, paths[i]);
+            (void)batch_key(&b, key, 0, 0, NULL);
+            pd_free(key);
+        }
+        rc = delete_batch(s, &b, first, err);
+        pd_free(b.xml);
+    }
+    return rc;
+}
+
 static int
 s3_remove_prefix(pd_storage *st, const char *prefix, pd_err *err)
 {
@@ -1636,42 +1702,10 @@ s3_remove_prefix(pd_storage *st, const char *prefix, pd_err *err)
             break;
         }
         snprintf(last_first, sizeof(last_first), "%s", b.first);
-        batch_add(&b, "</Delete>");
-
-        unsigned char md[16];
-        char b64[32], errkey[PD_STORAGE_PATH_MAX * 2], code[128];
-        s3_req q = {.method = "POST", .body_max = SMALL_BODY_MAX};
-        s3_resp r = {0};
-        md5(md, b.xml, b.len);
-        base64(b64, sizeof(b64), md, 16);
-        q.query[q.n_query++] = (pd_sigv4_param){"delete", ""};
-        q.data = (const unsigned char *)b.xml;
-        q.data_len = b.len;
-        q.content_md5 = b64;
-        q.content_type = "application/xml";
-        // Not check_200: the answer lists per-key <Error>s, parsed here.
-        rc = call(s, &q, &r, "could not remove", prefix, false, err);
-        if (rc == PD_ENOTFOUND)
-            rc = request_error(err, s, "could not remove", prefix, CURLE_OK, &r, "", 1);
-        if (rc == 0 && r.b.data) {
-            const char *e = strstr(r.b.data, "<Error>");
-            if (e) {
-                const char *ee = strstr(e, "</Error>");
-                if (xml_get(e, ee, "Key", errkey, sizeof(errkey)) == NULL)
-                    snprintf(errkey, sizeof(errkey), "?");
-                if (xml_get(e, ee, "Code", code, sizeof(code)) == NULL)
-                    snprintf(code, sizeof(code), "?");
-                rc = pd_err_set(err, PD_ENET,
-                                "could not remove \"%s\" in repository \"%s\": S3 refused to "
-                                "delete \"%s\" (%s)",
-                                prefix, s->base.repo, errkey, code);
-            }
-        }
-        body_free(&r.b);
+        rc = delete_batch(s, &b, prefix, err);
         pd_free(b.xml);
         if (rc < 0)
             break;
-        pd_log_debug("s3: deleted %zu objects under \"%s\"", b.n, prefix);
     }
 cleanup:
     pd_free(kp);
@@ -1704,6 +1738,7 @@ static const pd_storage_ops s3_ops = {
     .list = s3_list,
     .stat = s3_stat,
     .remove = s3_remove,
+    .remove_many = s3_remove_many,
     .remove_prefix = s3_remove_prefix,
     .free_space = NULL,
     .free = s3_free,

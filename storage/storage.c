@@ -423,6 +423,22 @@ pd_storage_remove(pd_storage *st, const char *path, pd_err *err)
     return st->ops->remove(st, path, err);
 }
 
+int
+pd_storage_remove_many(pd_storage *st, const char *const *paths, size_t n, pd_err *err)
+{
+    int rc;
+
+    for (size_t i = 0; i < n; i++)
+        if ((rc = pd_storage_check_path(paths[i], err)) < 0)
+            return rc;
+    if (st->ops->remove_many)
+        return st->ops->remove_many(st, paths, n, err);
+    for (size_t i = 0; i < n; i++)
+        if ((rc = st->ops->remove(st, paths[i], err)) < 0)
+            return rc;
+    return 0;
+}
+
 static int
 remove_one(void *payload, const pd_storage_entry *e, pd_err *err)
 {

@@ -29,6 +29,7 @@ import fcntl
 import itertools
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -527,8 +528,13 @@ def test_expire_on_s3(pg_factory, s3, workdir):
     assert proc.returncode == 137, describe(proc)
     proc = pgdrill("verify", "--backup", "all", cfg=cfg1)
     assert proc.returncode == 0, describe(proc)
-    proc = pgdrill("expire", cfg=cfg1)
+    still = going & set(s3.objects(wal))
+    assert len(still) >= 2, still
+    proc = pgdrill("expire", "--log-level", "debug", cfg=cfg1)
     assert proc.returncode == 0, describe(proc)
+    # The WAL went in one DeleteObjects request, not one DELETE each.
+    batches = [int(n) for n in re.findall(r"s3: deleted (\d+) objects \([^)]*/wal/", proc.stderr)]
+    assert batches == [len(still)], describe(proc)
     proc = pgdrill("list", "--json", cfg=cfg1)
     assert proc.returncode == 0, describe(proc)
     assert [b["id"] for b in json.loads(proc.stdout)] == [ids[2]["id"]], proc.stdout

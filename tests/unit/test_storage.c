@@ -558,6 +558,45 @@ test_storage_remove_prefix(void **state)
     assert_int_equal(pd_storage_remove_prefix(f->st, "", &err), PD_ECONFIG);
 }
 
+/* Many at once: across directories, missing ones and missing directories included. */
+static void
+test_storage_remove_many(void **state)
+{
+    fixture *f = *state;
+    pd_err err = PD_ERR_INIT;
+    const char *paths[] = {"main/wal/1/a", "main/wal/1/b", "main/wal/1/gone",
+                           "main/wal/2/c", "no/such/dir",  "main/wal/1/d",
+                           "top"};
+    const char *bad[] = {"main/wal/1/a", "../escape"};
+    seen s;
+
+    put(f->st, "main/wal/1/a", "1");
+    put(f->st, "main/wal/1/b", "2");
+    put(f->st, "main/wal/1/d", "3");
+    put(f->st, "main/wal/1/kept", "4");
+    put(f->st, "main/wal/2/c", "5");
+    put(f->st, "top", "6");
+    assert_int_equal(pd_storage_remove_many(f->st, paths, PD_ARRAY_LEN(paths), &err), 0);
+    list(f->st, "", &s);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.paths[0], "main/wal/1/kept");
+    assert_int_equal(pd_storage_remove_many(f->st, paths, PD_ARRAY_LEN(paths), &err), 0);
+    assert_int_equal(pd_storage_remove_many(f->st, paths, 0, &err), 0);
+
+    // Every path is checked before anything goes.
+    put(f->st, "main/wal/1/a", "1");
+    assert_int_equal(pd_storage_remove_many(f->st, bad, PD_ARRAY_LEN(bad), &err), PD_ECONFIG);
+    list(f->st, "main/wal/1", &s);
+    assert_int_equal(s.n, 2);
+
+    // A directory is not an object: refused, naming it, after the others went.
+    const char *dir[] = {"main/wal/1/a", "main/wal"};
+    assert_int_equal(pd_storage_remove_many(f->st, dir, PD_ARRAY_LEN(dir), &err), PD_EIO);
+    assert_non_null(strstr(err.msg, "could not remove \"main/wal\" in repository"));
+    list(f->st, "main/wal/1", &s);
+    assert_int_equal(s.n, 1);
+}
+
 static void
 test_storage_bad_paths_refused(void **state)
 {
@@ -909,6 +948,7 @@ main(void)
         T(test_storage_missing_object_not_found),
         T(test_storage_remove_missing_ok),
         T(test_storage_remove_prefix),
+        T(test_storage_remove_many),
         T(test_storage_bad_paths_refused),
         T(test_storage_read_all_limit),
         T(test_storage_read_to_stage_hash_matches),
