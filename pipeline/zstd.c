@@ -12,11 +12,11 @@
  * versions wrote, goes through one streaming decoder.
  *
  * Invariants:
- *  1. Memory is fixed at creation: a ring of njobs jobs (workers + 3, or one
- *     without threads), each with an input and an output buffer, and one
- *     libzstd context per thread. Nothing is reallocated; every length read
- *     from the stream is checked against these buffers before bytes are
- *     copied.
+ *  1. Memory is fixed at creation: a ring of njobs jobs (workers + 3, and
+ *     COMPRESS_SLACK more to compress; one without threads), each with an
+ *     input and an output buffer, and one libzstd context per thread.
+ *     Nothing is reallocated; every length read from the stream is checked
+ *     against these buffers before bytes are copied.
  *  2. Output leaves in input order, from the head of the ring only, and on
  *     one thread only: the caller's without threads, else the emitter
  *     thread's, which alone calls next until finish has joined it (so the
@@ -43,6 +43,13 @@
 #define SKIPPABLE_MAGIC 0x184D2A50u
 #define BLOCK_MAX       (128 * 1024) /* RFC 8878 Block_Maximum_Size at most */
 #define FRAME_HDR_MAX   18           /* magic 4 + descriptor 1 + window 1 + dict 4 + size 8 */
+
+/*
+ * Extra compression jobs in the ring, so the producer rarely waits for a
+ * free job while one worker is still on an older frame: 4 (8 MiB more
+ * memory) made a 2-core backup of the mixed set 5% faster; 8 no faster.
+ */
+#define COMPRESS_SLACK 4
 
 typedef enum job_state {
     JOB_FREE,
@@ -470,7 +477,8 @@ zstd_free(pd_stage *s)
 
 /*
  * Sets up the pool: nthreads workers and an emitter, and nthreads + 3 jobs
- * (the producer fills one, the emitter holds one while forwarding it); or,
+ * (the producer fills one, the emitter holds one while forwarding it), plus
+ * COMPRESS_SLACK to compress; or,
  * with no threads, one job run on the caller's thread.
  */
 static void
@@ -479,7 +487,7 @@ pool_init(zstd_stage *z, int nthreads, size_t in_cap, size_t out_cap)
     int nctx = nthreads ? nthreads : 1;
 
     z->nthreads = nthreads;
-    z->njobs = nthreads ? (size_t)nthreads + 3 : 1;
+    z->njobs = nthreads ? (size_t)nthreads + 3 + (z->decompress ? 0 : COMPRESS_SLACK) : 1;
     z->in_cap = in_cap;
     z->out_cap = out_cap;
     z->jobs = pd_calloc(z->njobs, sizeof(job));
