@@ -1,22 +1,37 @@
-/* Row counts recorded with a backup (see rowcount.h). */
+/*
+ * Row counts recorded with a backup (see rowcount.h).
+ *
+ * Threads: begin starts one counting thread, which owns tables until it is
+ * joined (finish or free); it logs nothing and records "rows" or "error" in
+ * each table, which the caller's thread logs after the join. cancel, sock
+ * and stopping are shared, only under mu; the counting thread clears cancel
+ * and sock before it closes the connection they belong to.
+ */
 #include "backup/rowcount.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/mem.h"
 
+/* A failed backup's wait for the counting thread: cancel every so often... */
+#define CANCEL_EVERY_MS 200
+/* ...and after this long, shut its connection down under it. */
+#define CANCEL_SHUTDOWN_MS 1000
+
 struct pd_rowcount {
     pd_pg_opts po;  /* strings borrowed from the configuration */
     json_t *tables; /* [{database, table, changes_before[, rows | error]}] */
-    // The counting thread owns tables from its start until it is joined.
     pthread_t thread;
     bool started;
     pthread_mutex_t mu;
-    PGcancel *cancel; /* the counting connection's, under mu */
-    bool stopping;    /* under mu */
+    PGcancel *cancel; /* the counting connection's, or NULL */
+    int sock;         /* its socket, or -1 */
+    bool stopping;    /* a failed backup wants the thread to end */
 };
 
 /* Inserted plus deleted rows since the statistics were reset: what can change a count. */
@@ -25,6 +40,12 @@ struct pd_rowcount {
     "coalesce(pg_stat_get_tuples_deleted(c.oid), 0) FROM pg_class c WHERE " \
     "c.oid = $1::regclass"
 
+/*
+ * The largest tables by rows, from the catalog and the statistics
+ * (reltuples from the last VACUUM or ANALYZE, or the live rows counted
+ * since, whichever is more), not by pg_relation_size, which waits for a lock
+ * an ALTER TABLE or VACUUM FULL holds: choosing takes no lock at all.
+ */
 static const char largest_sql[] =
     "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
     "coalesce(pg_stat_get_tuples_inserted(c.oid), 0) + "
@@ -34,7 +55,8 @@ static const char largest_sql[] =
     "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' "
     "AND has_table_privilege(c.oid, 'SELECT') "
-    "ORDER BY pg_relation_size(c.oid) DESC, c.oid LIMIT 5";
+    "ORDER BY greatest(c.reltuples, coalesce(pg_stat_get_live_tuples(c.oid), 0)) DESC, c.oid "
+    "LIMIT 5";
 
 static int
 connect_db(pd_pg **pg, const pd_rowcount *rc, const char *db, pd_err *err)
@@ -58,6 +80,7 @@ pd_rowcount_begin(const pd_pg_opts *po)
 
     rc->po = *po;
     rc->tables = json_array();
+    rc->sock = -1;
     pthread_mutex_init(&rc->mu, NULL);
     if (pd_pg_connect(&pg, po, &err) < 0 ||
         pd_pg_query(pg, &dbs,
@@ -114,12 +137,15 @@ count_rows(pd_pg *pg, const char *table, pd_err *err)
     if (pd_pg_query(pg, &res, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0)
         goto cleanup;
     PQclear(res);
-    if (pd_pg_query(pg, &res, "SET LOCAL statement_timeout = '10min'", 0, NULL, err) < 0)
-        goto cleanup;
-    PQclear(res);
-    // No parallel workers: the count runs beside the backup, off its critical
-    // path, and should not take workers the server's own queries may need.
-    if (pd_pg_query(pg, &res, "SET LOCAL max_parallel_workers_per_gather = 0", 0, NULL, err) < 0)
+    // For this transaction: a lock held elsewhere (ALTER TABLE, VACUUM FULL)
+    // is waited for 30 s at most, which is then all it can add to the
+    // backup's end; no parallel workers, as the count runs beside the backup
+    // and the server's own queries may need them.
+    if (pd_pg_query(pg, &res,
+                    "SELECT set_config('statement_timeout', '10min', true), "
+                    "set_config('lock_timeout', '30s', true), "
+                    "set_config('max_parallel_workers_per_gather', '0', true)",
+                    0, NULL, err) < 0)
         goto cleanup;
     PQclear(res);
     if (pd_pg_query(pg, &res, sql, 0, NULL, err) < 0)
@@ -134,25 +160,29 @@ cleanup:
     return rows;
 }
 
-/* Makes pg the connection free() cancels (NULL: none); false when stopping. */
+/* Makes pg the connection a failed backup cancels (NULL: none); false when stopping. */
 static bool
 set_cancel(pd_rowcount *rc, pd_pg *pg)
 {
     bool go;
 
     pthread_mutex_lock(&rc->mu);
-    if (rc->cancel)
-        PQfreeCancel(rc->cancel);
+    PQfreeCancel(rc->cancel);
     rc->cancel = pg ? PQgetCancel(pd_pg_conn(pg)) : NULL;
+    rc->sock = pg ? PQsocket(pd_pg_conn(pg)) : -1;
     go = !rc->stopping;
     pthread_mutex_unlock(&rc->mu);
     return go;
 }
 
-/*
- * The counting thread: counts every table while the backup streams, and
- * records "rows" or "error" in it. Logs nothing (the caller's thread does).
- */
+static void
+set_error(json_t *t, const char *msg)
+{
+    // Server messages come in the server's encoding: no UTF-8 check.
+    json_object_set_new(t, "error", json_stringn_nocheck(msg, strlen(msg)));
+}
+
+/* The counting thread: counts every table while the backup streams. */
 static void *
 count_all(void *arg)
 {
@@ -170,24 +200,27 @@ count_all(void *arg)
         long long rows;
 
         if (open_db == NULL || strcmp(open_db, db) != 0) {
-            set_cancel(rc, NULL);
+            if (!set_cancel(rc, NULL))
+                break;
             pd_pg_free(pg);
             pg = NULL;
             open_db = db;
             if (connect_db(&pg, rc, db, &e) < 0) {
-                json_object_set_new(t, "error", json_string(e.msg));
+                set_error(t, e.msg);
                 continue;
             }
         }
         if (pg == NULL) {
-            json_object_set_new(t, "error", json_string("no connection to its database"));
+            set_error(t, "no connection to its database");
             continue;
         }
         if (!set_cancel(rc, pg))
             break;
         if ((rows = count_rows(pg, table, &e)) < 0) {
-            json_object_set_new(t, "error", json_string(e.msg));
-            PQclear(PQexec(pd_pg_conn(pg), "ROLLBACK"));
+            set_error(t, e.msg);
+            PGTransactionStatusType ts = PQtransactionStatus(pd_pg_conn(pg));
+            if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
+                PQclear(PQexec(pd_pg_conn(pg), "ROLLBACK"));
             continue;
         }
         json_object_set_new(t, "rows", json_integer(rows));
@@ -197,21 +230,73 @@ count_all(void *arg)
     return NULL;
 }
 
-/* Stops the counting thread: cancels its query when asked to, and joins it. */
+/* Asks the server to cancel the counting thread's query, without holding mu. */
 static void
-join_counter(pd_rowcount *rc, bool cancel)
+cancel_query(pd_rowcount *rc)
+{
+    PGcancel *c;
+    char buf[256];
+
+    // Taken out of rc while in use: set_cancel then neither frees nor reuses it.
+    pthread_mutex_lock(&rc->mu);
+    c = rc->cancel;
+    rc->cancel = NULL;
+    pthread_mutex_unlock(&rc->mu);
+    if (c == NULL)
+        return;
+    (void)PQcancel(c, buf, sizeof(buf));
+    pthread_mutex_lock(&rc->mu);
+    if (rc->cancel == NULL && rc->sock >= 0)
+        rc->cancel = c; // still that connection's: keep it for the next try
+    else
+        PQfreeCancel(c);
+    pthread_mutex_unlock(&rc->mu);
+}
+
+static bool
+timed_join(pthread_t thread, long ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000 * 1000;
+    if (until.tv_nsec >= 1000 * 1000 * 1000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000 * 1000 * 1000;
+    }
+    return pthread_timedjoin_np(thread, NULL, &until) == 0;
+}
+
+/*
+ * Joins the counting thread. With stop (a failed backup): cancels its query,
+ * again every CANCEL_EVERY_MS (a cancel that arrives between two queries does
+ * nothing), and after CANCEL_SHUTDOWN_MS shuts its connection down, so a
+ * libpq call blocked on a server that does not answer returns too.
+ */
+static void
+join_counter(pd_rowcount *rc, bool stop)
 {
     if (!rc->started)
         return;
-    pthread_mutex_lock(&rc->mu);
-    rc->stopping = cancel;
-    if (cancel && rc->cancel) {
-        char buf[256];
-        (void)PQcancel(rc->cancel, buf, sizeof(buf));
+    rc->started = false;
+    if (!stop) {
+        pthread_join(rc->thread, NULL);
+        return;
     }
+    pthread_mutex_lock(&rc->mu);
+    rc->stopping = true;
+    pthread_mutex_unlock(&rc->mu);
+    for (long waited = 0; waited < CANCEL_SHUTDOWN_MS; waited += CANCEL_EVERY_MS) {
+        cancel_query(rc);
+        if (timed_join(rc->thread, CANCEL_EVERY_MS))
+            return;
+    }
+    pthread_mutex_lock(&rc->mu);
+    if (rc->sock >= 0)
+        shutdown(rc->sock, SHUT_RDWR);
     pthread_mutex_unlock(&rc->mu);
     pthread_join(rc->thread, NULL);
-    rc->started = false;
 }
 
 json_t *
@@ -280,10 +365,7 @@ pd_rowcount_free(pd_rowcount *rc)
     if (rc == NULL)
         return;
     join_counter(rc, true);
-    pthread_mutex_lock(&rc->mu);
-    if (rc->cancel)
-        PQfreeCancel(rc->cancel);
-    pthread_mutex_unlock(&rc->mu);
+    PQfreeCancel(rc->cancel);
     pthread_mutex_destroy(&rc->mu);
     json_decref(rc->tables);
     pd_free(rc);

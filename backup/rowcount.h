@@ -5,12 +5,16 @@
  * A physical backup is not a snapshot: it spans from its start LSN to its
  * stop LSN while the server keeps writing. The counts are taken on a thread
  * of their own while the backup streams (each table in its own read-only
- * transaction), so they cost no time after it. So each table also records
- * how many rows were inserted or deleted from just before the backup
- * started until after it ended ("changes", from the statistics counters,
- * read once the backup ended): the count was taken in between, so a drill
- * recovered to the backup's consistent point must find a count within that
- * many rows of the recorded one. A table nobody wrote to must match exactly.
+ * transaction), so on a large database they are done before it ends. So
+ * each table also records how many rows were inserted or deleted from just
+ * before the backup started until after it ended ("changes", from the
+ * statistics counters, read once the backup ended): the count was taken in
+ * between, so a drill recovered to the backup's consistent point must find a
+ * count within that many rows of the recorded one. A table nobody wrote to
+ * must match exactly. Limit: PostgreSQL publishes a session's counters up to
+ * about a second after its commits, so rows written in the last second of
+ * the backup may be missing from "changes" (a drill would then report a
+ * count outside the tolerance for a table written at that moment).
  *
  * A logical backup counts inside the snapshot its pg_dump uses
  * (pd_rowcount_in_snapshot), so its counts are exact.

@@ -25,7 +25,9 @@ static struct {
     bool tty;
     bool journald;
     bool timestamps;
-    bool progress_shown;
+    // Set by the progress line's thread, read by whichever thread logs
+    // (the storage writer may log from a compression thread).
+    _Atomic bool progress_shown;
 } state = {PD_LOG_INFO, false, NULL, false, false, true, false};
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};

@@ -77,7 +77,10 @@ pd_stage *pd_stage_null_new(void);
 pd_stage *pd_stage_hash_new(pd_stage *next);
 /* After a successful finish: the SHA-256 (32 bytes) and the byte count. */
 void pd_stage_hash_result(const pd_stage *s, unsigned char sha256[32], uint64_t *bytes);
-/* Bytes seen so far (any time; for progress). */
+/*
+ * Bytes seen so far (for progress), from the thread that writes into the
+ * stage (or any thread once its chain finished).
+ */
 uint64_t pd_stage_hash_bytes(const pd_stage *s);
 
 typedef struct pd_zstd_opts {
@@ -107,8 +110,11 @@ typedef struct pd_zstd_opts {
  * one shorter; one empty frame for no input), each with its content size in
  * its frame header and no checksum, so that a reader can decompress frames
  * in parallel. With workers > 0 the frames are compressed on that many
- * threads of the stage's own and forwarded in order on the caller's thread;
- * memory is workers + 2 chunk buffers, allocated at creation.
+ * threads of the stage's own, and next (and everything after it) runs on one
+ * more thread of the stage's, which forwards the frames in order, from the
+ * first write until finish; with 0, everything runs on the caller's thread.
+ * Memory is workers + 7 jobs of two chunk-sized buffers (1 with no workers),
+ * allocated at creation.
  */
 #define PD_ZSTD_CHUNK     (1024 * 1024)
 #define PD_ZSTD_MAX_CHUNK (4 * 1024 * 1024)

@@ -37,9 +37,11 @@
  *     unlink leaves a second, temporary name for the committed object, which
  *     is harmless (see 2).
  *  9. Remove: unlink, then fsync of the directory, so success means the
- *     object stays gone after a crash. remove_prefix unlinks depth first and
- *     fsyncs the prefix's parent last; a crash midway leaves part of the
- *     prefix, so callers remove their commit marker (manifest.json) first.
+ *     object stays gone after a crash. remove_many unlinks a directory's
+ *     objects, then fsyncs it once; a crash midway may bring back any of
+ *     them. remove_prefix unlinks depth first and fsyncs the prefix's parent
+ *     last; a crash midway leaves part of the prefix, so callers remove
+ *     their commit marker (manifest.json) first.
  *
  * Modes are 0600 for files and 0700 for directories whatever the umask, set
  * by fchmod after creation: a repository holds backups of the whole database.
@@ -613,14 +615,14 @@ cleanup:
     return rc;
 }
 
-/* Makes the removals in dirfd durable and closes it; keeps the first error. */
+/* Makes the removals in dirfd (directory dir) durable and closes it; keeps the first error. */
 static int
-sync_removed(pd_storage *st, int *dirfd, const char *path, int rc, pd_err *err)
+sync_removed(pd_storage *st, int *dirfd, const char *dir, int rc, pd_err *err)
 {
     if (*dirfd < 0)
         return rc;
     if (fsync(*dirfd) < 0 && rc == 0)
-        rc = sys_fail(err, st, "remove", path, errno);
+        rc = sys_fail(err, st, "remove", dir[0] ? dir : ".", errno);
     close_fd(dirfd);
     return rc;
 }
@@ -629,19 +631,17 @@ sync_removed(pd_storage *st, int *dirfd, const char *path, int rc, pd_err *err)
 static int
 posix_remove_many(pd_storage *st, const char *const *paths, size_t n, pd_err *err)
 {
-    const char *dir = NULL; /* paths[i] whose directory dirfd is */
-    size_t dirlen = 0;
+    char dir[PD_STORAGE_PATH_MAX + 1] = ""; /* the directory dirfd is */
     int dirfd = -1, rc = 0;
 
     for (size_t i = 0; i < n && rc == 0; i++) {
         const char *slash = strrchr(paths[i], '/');
-        size_t len = slash ? (size_t)(slash - paths[i]) : 0;
+        int len = slash ? (int)(slash - paths[i]) : 0;
         const char *name;
 
-        if (dir == NULL || len != dirlen || strncmp(dir, paths[i], len) != 0) {
+        if (dirfd < 0 || (size_t)len != strlen(dir) || strncmp(dir, paths[i], (size_t)len) != 0) {
             if ((rc = sync_removed(st, &dirfd, dir, 0, err)) < 0)
                 break;
-            dir = NULL;
             rc = open_parent(st, paths[i], false, &dirfd, &name, err);
             if (rc == PD_ENOTFOUND) {
                 rc = 0;
@@ -649,8 +649,7 @@ posix_remove_many(pd_storage *st, const char *const *paths, size_t n, pd_err *er
             }
             if (rc < 0)
                 break;
-            dir = paths[i];
-            dirlen = len;
+            snprintf(dir, sizeof(dir), "%.*s", len, paths[i]);
         }
         name = slash ? slash + 1 : paths[i];
         if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)

@@ -114,7 +114,10 @@ typedef struct pd_objw pd_objw;
  * also its identity in the object format) with the chain
  * count+SHA-256 -> [zstd ->] seal -> count+SHA-256 -> storage writer. key
  * and key_id come from pd_repo_new_data_key (NULL with encryption off).
- * no_overwrite: commit fails with PD_EEXIST if the object exists.
+ * no_overwrite: commit fails with PD_EEXIST if the object exists. With
+ * compression threads, the storage writer is driven from a thread of the
+ * zstd stage's between the first write and commit: until then the caller
+ * must not use the repository's storage (one S3 connection) otherwise.
  */
 PD_MUST_CHECK int pd_objw_open(pd_objw **out, pd_repo *r, const char *name, const pd_secret *key,
                                const unsigned char *key_id, bool no_overwrite, pd_err *err);

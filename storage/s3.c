@@ -35,8 +35,10 @@
  *     retried with exponential backoff and full jitter, at most MAX_ATTEMPTS
  *     times and RETRY_BUDGET seconds per request. Authentication errors are
  *     not retried and say what to check; RequestTimeTooSkewed says clock.
- *  7. remove_prefix deletes with DeleteObjects, up to 1000 keys a request
- *     (with Content-MD5, which S3 requires), re-listing after each batch.
+ *  7. remove_prefix and remove_many delete with DeleteObjects, up to 1000
+ *     keys a request (with Content-MD5, which S3 requires); remove_prefix
+ *     re-lists after each batch. Not atomic: after a failure or a crash any
+ *     of a batch's keys may be gone.
  *
  * Secrets: the secret key and the session token are pd_secrets (redacted
  * from any log line); headers, URLs with signatures and request bodies are
@@ -1668,7 +1670,9 @@ s3_remove_many(pd_storage *st, const char *const *paths, size_t n, pd_err *err)
             (void)batch_key(&b, key, 0, 0, NULL);
             pd_free(key);
         }
-        rc = delete_batch(s, &b, first, err);
+        char *what = b.n > 1 ? pd_asprintf("%s (and %zu more)", first, b.n - 1) : pd_strdup(first);
+        rc = delete_batch(s, &b, what, err);
+        pd_free(what);
         pd_free(b.xml);
     }
     return rc;

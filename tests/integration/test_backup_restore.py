@@ -476,6 +476,41 @@ def test_wrong_key(backed_up, workdir):
     assert list(listing(cfg)) == [bid]
 
 
+def test_backup_of_another_cluster_refused(small_pg, backed_up, pg, workdir):
+    """The repository keeps to the cluster of its first backup. A table
+    another session holds locked neither stops the backup from starting (the
+    tables to count are chosen without locks) nor holds up the refusal: the
+    waiting count is cancelled (its lock_timeout is 30 s)."""
+    cfg, bid = backed_up
+    pg.psql("CREATE TABLE held AS SELECT g FROM generate_series(1, 1000) g")
+    holder = threading.Thread(target=pg.psql, kwargs={
+        "sql": "BEGIN; LOCK TABLE held; SELECT pg_sleep(120); COMMIT;", "check": False})
+    holder.start()
+    try:
+        wait_for(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE granted AND "
+                                 "mode = 'AccessExclusiveLock' AND "
+                                 "relation = 'held'::regclass") == "1", 30, "the lock")
+        other = config(workdir, pg, name="other.conf")
+        started = time.monotonic()
+        proc = run_pgdrill("backup", config=other, timeout=60)
+        took = time.monotonic() - started
+        ids = [c.psql("SELECT system_identifier FROM pg_control_system()") for c in (small_pg, pg)]
+    finally:
+        pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()")
+        holder.join(30)
+    one_error(proc, 2, *ids)
+    # Not held up until the count's lock_timeout (30 s): the count was
+    # cancelled, or never began.
+    assert took < 25, (took, describe(proc))
+    with open(pg.log_path) as f:
+        log = f.read()
+    if "count(*) FROM public.held" in log:
+        assert "canceling statement due to user request" in log, log[-3000:]
+    assert list(listing(cfg)) == [bid]
+    assert os.listdir(os.path.join(workdir, "repo", "main", "backups")) == [bid]
+
+
 def test_unknown_backup_id(backed_up, workdir):
     cfg, bid = backed_up
     assert run_pgdrill("verify", "--backup", bid, config=cfg).returncode == 0
