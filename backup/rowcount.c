@@ -40,6 +40,13 @@ struct pd_rowcount {
     "coalesce(pg_stat_get_tuples_deleted(c.oid), 0) FROM pg_class c WHERE " \
     "c.oid = $1::regclass"
 
+/* Whether an index-only scan counts the table cheaply (see count_rows). */
+#define INDEX_COUNT_SQL                                                                    \
+    "SELECT c.relpages > 0 AND c.relallvisible >= 0.9 * c.relpages AND EXISTS ("           \
+    "SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "                  \
+    "JOIN pg_am am ON am.oid = ic.relam WHERE i.indrelid = c.oid AND am.amname = 'btree' " \
+    "AND i.indisvalid AND i.indpred IS NULL) FROM pg_class c WHERE c.oid = $1::regclass"
+
 /*
  * The largest tables by rows, from the catalog and the statistics
  * (reltuples from the last VACUUM or ANALYZE, or the live rows counted
@@ -131,6 +138,7 @@ static long long
 count_rows(pd_pg *pg, const char *table, pd_err *err)
 {
     PGresult *res = NULL;
+    const char *params[1] = {table};
     long long rows = -1;
     char *sql = pd_asprintf("SELECT count(*) FROM %s", table); // quote_ident'ed above
 
@@ -140,12 +148,27 @@ count_rows(pd_pg *pg, const char *table, pd_err *err)
     // For this transaction: a lock held elsewhere (ALTER TABLE, VACUUM FULL)
     // is waited for 30 s at most, which is then all it can add to the
     // backup's end; no parallel workers, as the count runs beside the backup
-    // and the server's own queries may need them.
+    // and the server's own queries may need them; no JIT for one count.
     if (pd_pg_query(pg, &res,
                     "SELECT set_config('statement_timeout', '10min', true), "
                     "set_config('lock_timeout', '30s', true), "
-                    "set_config('max_parallel_workers_per_gather', '0', true)",
+                    "set_config('max_parallel_workers_per_gather', '0', true), "
+                    "set_config('jit', 'off', true)",
                     0, NULL, err) < 0)
+        goto cleanup;
+    PQclear(res);
+    // A table whose visibility map says nearly every page is all-visible
+    // and that has a btree index is counted from the index (an index-only
+    // scan reads the index, often a tenth of the table, and few heap pages).
+    if (pd_pg_query(pg, &res, INDEX_COUNT_SQL, 1, params, err) < 0)
+        goto cleanup;
+    bool by_index = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    res = NULL;
+    if (by_index && pd_pg_query(pg, &res,
+                                "SELECT set_config('enable_seqscan', 'off', true), "
+                                "set_config('enable_bitmapscan', 'off', true)",
+                                0, NULL, err) < 0)
         goto cleanup;
     PQclear(res);
     if (pd_pg_query(pg, &res, sql, 0, NULL, err) < 0)
