@@ -45,6 +45,8 @@ typedef struct backup_ctx {
     uint64_t stored_done;
     pd_progress *progress;
     const pd_bb_info *info;
+    const pd_pg_opts *po;
+    pd_rowcount *counts; /* the drill's row counts, begun once the server started */
 } backup_ctx;
 
 static json_t *
@@ -63,6 +65,9 @@ on_start(void *payload, const pd_bb_info *info, pd_err *err)
     int rc;
 
     c->info = info;
+    // Counting begins beside the stream once the server accepted the backup
+    // (a server that is down gets one error, not a warning about counts too).
+    c->counts = pd_rowcount_begin(c->po);
     if ((rc = pd_repo_bind_cluster(c->repo, info->system_identifier, info->server_version_num,
                                    err)) < 0)
         return rc;
@@ -264,7 +269,6 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     pd_pg_opts po = PD_PG_OPTS_INIT;
     char size[PD_FMT_BUF], stored[PD_FMT_BUF], dur[PD_FMT_BUF], rate[PD_FMT_BUF];
     json_t *m = NULL;
-    pd_rowcount *counts = NULL;
     double t0 = pd_time_mono();
     time_t start = time(NULL);
     int lock = -1;
@@ -284,7 +288,7 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     if ((rc = pd_repo_new_data_key(c.repo, &c.key, c.key_id, err)) < 0)
         goto cleanup;
     pd_pg_opts_from_config(&po, cfg);
-    counts = pd_rowcount_begin(&po);
+    c.po = &po;
     bo.label = c.id;
     if ((rc = pd_basebackup_run(info, &po, &bo, &cb, err)) < 0)
         goto cleanup;
@@ -295,17 +299,23 @@ pd_backup_physical(json_t **manifest, const pd_config *cfg, const pd_backup_opts
     if ((rc = pd_backup_confirm_objects(c.repo, c.id, c.objects, err)) < 0)
         goto cleanup;
     time_t stop = time(NULL);
-    m = build_manifest(&c, info, start, stop, pd_rowcount_finish(counts));
+    double streamed = pd_time_mono() - t0;
+    m = build_manifest(&c, info, start, stop, pd_rowcount_finish(c.counts));
     if ((rc = pd_backup_commit_manifest(c.repo, c.id, c.key, c.key_id, m, err)) < 0)
         goto cleanup;
 
+    // The rate is the data's: a wait for the row counts is said apart.
     double secs = pd_time_mono() - t0;
-    pd_log_info("backup %s complete: %s, stored %s (ratio %.1fx) in %s, %s; stop LSN %s", c.id,
+    char waited[PD_FMT_BUF + 40] = "";
+    if (secs - streamed >= 1.0)
+        snprintf(waited, sizeof(waited), ", then %s for the row counts",
+                 pd_fmt_duration(dur, sizeof(dur), secs - streamed));
+    pd_log_info("backup %s complete: %s, stored %s (ratio %.1fx) in %s, %s%s; stop LSN %s", c.id,
                 pd_fmt_size(size, sizeof(size), c.bytes_done),
                 pd_fmt_size(stored, sizeof(stored), c.stored_done),
                 c.stored_done ? (double)c.bytes_done / (double)c.stored_done : 0.0,
-                pd_fmt_duration(dur, sizeof(dur), secs),
-                pd_fmt_rate(rate, sizeof(rate), c.bytes_done, secs), info->stop_lsn);
+                pd_fmt_duration(dur, sizeof(dur), streamed),
+                pd_fmt_rate(rate, sizeof(rate), c.bytes_done, streamed), waited, info->stop_lsn);
     *manifest = m;
     m = NULL;
 cleanup:
@@ -318,7 +328,7 @@ cleanup:
     pd_repo_free(c.repo);
     if (lock >= 0)
         close(lock);
-    pd_rowcount_free(counts);
+    pd_rowcount_free(c.counts);
     pd_free(info);
     return rc;
 }

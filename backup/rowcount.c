@@ -304,7 +304,11 @@ join_counter(pd_rowcount *rc, bool stop)
         return;
     rc->started = false;
     if (!stop) {
-        pthread_join(rc->thread, NULL);
+        if (pthread_tryjoin_np(rc->thread, NULL) != 0) {
+            pd_log_info("the backup's data is stored; waiting for the drill's row counts (a "
+                        "table another session holds locked is waited for 30 s at most)");
+            pthread_join(rc->thread, NULL);
+        }
         return;
     }
     pthread_mutex_lock(&rc->mu);
@@ -341,7 +345,8 @@ pd_rowcount_finish(pd_rowcount *rc)
         pd_err e = PD_ERR_INIT;
 
         if (json_object_get(t, "error")) {
-            pd_log_warning("row count of table %s in database \"%s\" will not be recorded: %s",
+            pd_log_warning("row count of table %s in database \"%s\" will not be recorded (drills "
+                           "of this backup will not compare it): %s",
                            table, db, json_string_value(json_object_get(t, "error")));
             continue;
         }

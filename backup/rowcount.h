@@ -7,10 +7,10 @@
  * of their own while the backup streams (each table in its own read-only
  * transaction), so on a large database they are done before it ends. So
  * each table also records how many rows were inserted or deleted from just
- * before the backup started until after it ended ("changes", from the
- * statistics counters, read once the backup ended): the count was taken in
- * between, so a drill recovered to the backup's consistent point must find a
- * count within that many rows of the recorded one. A table nobody wrote to
+ * before counting began until after the backup ended ("changes", from the
+ * statistics counters): the count and the backup's consistent point both
+ * lie in that span, so a drill recovered to that point must find a count
+ * within that many rows of the recorded one. A table nobody wrote to
  * must match exactly. Limit: PostgreSQL publishes a session's counters up to
  * about a second after its commits, so rows written in the last second of
  * the backup may be missing from "changes" (a drill would then report a
@@ -36,7 +36,7 @@
 typedef struct pd_rowcount pd_rowcount;
 
 /*
- * Before the backup starts: picks the tables, reads their change counters
+ * Once the backup has begun: picks the tables, reads their change counters
  * and starts counting them on a thread of its own.
  */
 pd_rowcount *pd_rowcount_begin(const pd_pg_opts *po);

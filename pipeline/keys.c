@@ -84,8 +84,12 @@ pd_key_file_read(pd_secret **out, const char *path, pd_err *err)
 {
     int rc = pd_secret_read_file(out, path, PD_KEY_SIZE, 0, 1, err);
 
-    if (rc < 0)
+    if (rc < 0) {
+        if (access(path, F_OK) < 0 && errno == ENOENT)
+            pd_err_hint(err, "check key-file in the configuration (a new repository gets its key "
+                             "from pgdrill init --generate-key-file)");
         return rc;
+    }
     if (pd_secret_len(*out) != PD_KEY_SIZE) {
         rc = pd_err_set(err, PD_ECONFIG, "cannot use key file \"%s\": %zu bytes, expected %d", path,
                         pd_secret_len(*out), PD_KEY_SIZE);

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -520,6 +521,30 @@ def test_backup_of_another_cluster_refused(small_pg, backed_up, pg, workdir):
         assert "canceling statement due to user request" in log, log[-3000:]
     assert list(listing(cfg)) == [bid]
     assert os.listdir(os.path.join(workdir, "repo", "main", "backups")) == [bid]
+
+
+def test_backup_waits_for_a_count_a_lock_holds_up(pg, workdir):
+    """A table another session holds locked (briefly) is counted once the
+    lock goes; the backup says it waits, and its rate is the data's."""
+    pg.psql("CREATE TABLE held AS SELECT g FROM generate_series(1, 1000) g")
+    cfg = config(workdir, pg)
+    init_repo(cfg, workdir)
+    holder = threading.Thread(target=pg.psql, kwargs={
+        "sql": "BEGIN; LOCK TABLE held; SELECT pg_sleep(4); COMMIT;", "check": False})
+    holder.start()
+    try:
+        wait_for(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE granted AND "
+                                 "mode = 'AccessExclusiveLock' AND "
+                                 "relation = 'held'::regclass") == "1", 30, "the lock")
+        proc = run_pgdrill("--verbose", "backup", "--json", config=cfg)
+    finally:
+        holder.join(30)
+    assert proc.returncode == 0, describe(proc)
+    assert "waiting for the drill's row counts" in proc.stderr, describe(proc)
+    assert re.search(r"complete: .* in [0-9.]+m?s, [0-9.]+ [KMG]iB/s, then [0-9.]+s for the row "
+                     r"counts", proc.stderr), describe(proc)
+    counts = {c["table"]: c["rows"] for c in json.loads(proc.stdout)["row_counts"]}
+    assert counts["public.held"] == 1000, counts
 
 
 def test_unknown_backup_id(backed_up, workdir):
