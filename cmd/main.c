@@ -31,8 +31,10 @@ static const pd_cmd_def commands[] = {
      "pg_dumpall --globals-only (logical; every non-template database unless --database is\n"
      "given), through compression and encryption into the repository with no temporary file.\n"
      "The backup is committed only when every object is stored and verified; a failing\n"
-     "pg_dump fails the backup (exit 1) with its own message and commits nothing. Logical\n"
-     "backups record exact row counts of each database's largest tables for drills.",
+     "pg_dump fails the backup (exit 1) with its own message and commits nothing. Both\n"
+     "record row counts of each database's largest tables for drills: a logical backup\n"
+     "exact ones read from its dump, a physical one counts 5 tables beside the stream, with\n"
+     "the rows written meanwhile as the tolerance (a locked table is waited for 30 s).",
      "pgdrill --cluster main backup --type physical\n"
      "  pgdrill --cluster main backup --type logical --database app --database billing",
      0,
