@@ -352,17 +352,21 @@ take_job(zstd_stage *z, pd_err *err)
     return 0;
 }
 
-/* Hands the filled job to a worker (or runs it here), then emits what is done. */
+/*
+ * Puts the filled job into the ring as state: JOB_QUEUED for a worker to
+ * run, or JOB_DONE when its output is in place already (a streamed frame's).
+ * Without threads it runs (if queued) and is forwarded here, in order.
+ */
 static int
-submit(zstd_stage *z, pd_err *err)
+hand_on(zstd_stage *z, job_state state, pd_err *err)
 {
     job *j = z->filling;
     int rc;
 
     z->filling = NULL;
-    z->any_frame = true;
     if (z->nthreads == 0) {
-        run_job(z, 0, j);
+        if (state == JOB_QUEUED)
+            run_job(z, 0, j);
         j->state = JOB_DONE;
         z->count++;
         return emit(z, err);
@@ -370,40 +374,31 @@ submit(zstd_stage *z, pd_err *err)
     if ((rc = start_threads(z, err)) < 0)
         return rc;
     pthread_mutex_lock(&z->mu);
-    j->state = JOB_QUEUED;
+    j->state = state;
     z->count++;
-    pthread_cond_signal(&z->work_cv);
+    if (state == JOB_QUEUED)
+        pthread_cond_signal(&z->work_cv);
+    else
+        pthread_cond_broadcast(&z->done_cv);
     rc = emitter_failure(z, err);
     pthread_mutex_unlock(&z->mu);
     return rc;
 }
 
-/*
- * Queues the filled job as done: its output is already in place (a streamed
- * frame's). The emitter, or here without threads, forwards it in order.
- */
+/* Hands the filled job to a worker (or runs it here). */
+static int
+submit(zstd_stage *z, pd_err *err)
+{
+    z->any_frame = true;
+    return hand_on(z, JOB_QUEUED, err);
+}
+
+/* Queues the filled job, whose output is in place, as done. */
 static int
 submit_done(zstd_stage *z, pd_err *err)
 {
-    job *j = z->filling;
-    int rc;
-
-    z->filling = NULL;
-    j->result = j->out_len;
-    if (z->nthreads == 0) {
-        j->state = JOB_DONE;
-        z->count++;
-        return emit(z, err);
-    }
-    if ((rc = start_threads(z, err)) < 0)
-        return rc;
-    pthread_mutex_lock(&z->mu);
-    j->state = JOB_DONE;
-    z->count++;
-    pthread_cond_broadcast(&z->done_cv);
-    rc = emitter_failure(z, err);
-    pthread_mutex_unlock(&z->mu);
-    return rc;
+    z->filling->result = z->filling->out_len;
+    return hand_on(z, JOB_DONE, err);
 }
 
 /* Waits until every job has been forwarded (emitter or here), then stops the emitter. */

@@ -7,6 +7,7 @@ mistakes (wrong key, unknown ID, non-empty target, missing repository, loose
 key file) each fail with one error line and the documented exit code, and
 leave nothing behind that looks valid."""
 
+import contextlib
 import glob
 import hashlib
 import io
@@ -488,29 +489,37 @@ def test_wrong_key(backed_up, workdir):
     assert list(listing(cfg)) == [bid]
 
 
+@contextlib.contextmanager
+def held_table(pg, seconds):
+    """Table public.held (1000 rows), locked ACCESS EXCLUSIVE by another
+    session for up to seconds while the block runs."""
+    pg.psql("CREATE TABLE held AS SELECT g FROM generate_series(1, 1000) g")
+    holder = threading.Thread(target=pg.psql, kwargs={
+        "sql": f"BEGIN; LOCK TABLE held; SELECT pg_sleep({seconds}); COMMIT;", "check": False})
+    holder.start()
+    try:
+        wait_for(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE granted AND "
+                                 "mode = 'AccessExclusiveLock' AND "
+                                 "relation = 'held'::regclass") == "1", 30, "the lock")
+        yield
+    finally:
+        pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE query LIKE '%pg_sleep({seconds})%' AND pid <> pg_backend_pid()")
+        holder.join(30)
+
+
 def test_backup_of_another_cluster_refused(small_pg, backed_up, pg, workdir):
     """The repository keeps to the cluster of its first backup. A table
     another session holds locked neither stops the backup from starting (the
     tables to count are chosen without locks) nor holds up the refusal: the
     waiting count is cancelled (its lock_timeout is 30 s)."""
     cfg, bid = backed_up
-    pg.psql("CREATE TABLE held AS SELECT g FROM generate_series(1, 1000) g")
-    holder = threading.Thread(target=pg.psql, kwargs={
-        "sql": "BEGIN; LOCK TABLE held; SELECT pg_sleep(120); COMMIT;", "check": False})
-    holder.start()
-    try:
-        wait_for(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE granted AND "
-                                 "mode = 'AccessExclusiveLock' AND "
-                                 "relation = 'held'::regclass") == "1", 30, "the lock")
+    with held_table(pg, 120):
         other = config(workdir, pg, name="other.conf")
         started = time.monotonic()
         proc = run_pgdrill("backup", config=other, timeout=60)
         took = time.monotonic() - started
         ids = [c.psql("SELECT system_identifier FROM pg_control_system()") for c in (small_pg, pg)]
-    finally:
-        pg.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()")
-        holder.join(30)
     one_error(proc, 2, *ids)
     # Not held up until the count's lock_timeout (30 s): the count was
     # cancelled, or never began.
@@ -526,19 +535,10 @@ def test_backup_of_another_cluster_refused(small_pg, backed_up, pg, workdir):
 def test_backup_waits_for_a_count_a_lock_holds_up(pg, workdir):
     """A table another session holds locked (briefly) is counted once the
     lock goes; the backup says it waits, and its rate is the data's."""
-    pg.psql("CREATE TABLE held AS SELECT g FROM generate_series(1, 1000) g")
     cfg = config(workdir, pg)
     init_repo(cfg, workdir)
-    holder = threading.Thread(target=pg.psql, kwargs={
-        "sql": "BEGIN; LOCK TABLE held; SELECT pg_sleep(4); COMMIT;", "check": False})
-    holder.start()
-    try:
-        wait_for(lambda: pg.psql("SELECT count(*) FROM pg_locks WHERE granted AND "
-                                 "mode = 'AccessExclusiveLock' AND "
-                                 "relation = 'held'::regclass") == "1", 30, "the lock")
+    with held_table(pg, 4):
         proc = run_pgdrill("--verbose", "backup", "--json", config=cfg)
-    finally:
-        holder.join(30)
     assert proc.returncode == 0, describe(proc)
     assert "waiting for the drill's row counts" in proc.stderr, describe(proc)
     assert re.search(r"complete: .* in [0-9.]+m?s, [0-9.]+ [KMG]iB/s, then [0-9.]+s for the row "
